@@ -1,0 +1,118 @@
+//! Command-line flags (each also read from a `GRACE_*` environment variable),
+//! with their defaults taken from the modules that own them.
+
+use crate::breaker::{self, BreakerConfig};
+use crate::cache;
+use crate::node::NodeConfig;
+use crate::protocol::framing::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::queue::journal::DEFAULT_DATA_DIR;
+use crate::queue::{self, QueueConfig};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+/// grace: a Maelstrom node that keeps answering when the services behind it fail.
+///
+/// Reads JSON messages on stdin (one per line, or pretty-printed), writes one
+/// JSON reply line per request on stdout, logs to stderr. Exits 0 at the end
+/// of input or on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about)]
+pub struct Config {
+    /// Consecutive failures that open a service's circuit breaker.
+    #[arg(long, env = "GRACE_FAILURE_THRESHOLD", default_value_t = breaker::DEFAULT_FAILURE_THRESHOLD,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub failure_threshold: u32,
+
+    /// How long an open breaker waits before letting a probe call through (ms).
+    #[arg(long, env = "GRACE_OPEN_TIMEOUT_MS", default_value_t = millis(breaker::DEFAULT_OPEN_TIMEOUT))]
+    pub open_timeout_ms: u64,
+
+    /// Cap on the open wait, which doubles after each failed probe (ms).
+    #[arg(long, env = "GRACE_OPEN_TIMEOUT_MAX_MS", default_value_t = millis(breaker::DEFAULT_OPEN_TIMEOUT_MAX))]
+    pub open_timeout_max_ms: u64,
+
+    /// Records kept in the fallback cache; the least recently used go first.
+    #[arg(long, env = "GRACE_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY)]
+    pub cache_capacity: usize,
+
+    /// Oldest copy the fallback cache will still serve (ms; default 24 h).
+    #[arg(long, env = "GRACE_CACHE_MAX_STALE_MS", default_value_t = millis(cache::DEFAULT_MAX_STALE))]
+    pub cache_max_stale_ms: u64,
+
+    /// Fixture records replacing the demo data: {"users": [...], "products": [...]}.
+    #[arg(long, env = "GRACE_FIXTURES")]
+    pub fixtures: Option<PathBuf>,
+
+    /// Directory of the durable queue's journals (one per node id).
+    #[arg(long, env = "GRACE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Node id for the journal, known before any message arrives. Without it
+    /// the journal is opened at the first message: named by `init`'s node_id,
+    /// else by the message's `dest`.
+    #[arg(long, env = "GRACE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// First retry delay for a queued request (ms); doubles per attempt, with jitter.
+    #[arg(long, env = "GRACE_RETRY_BASE_MS", default_value_t = millis(queue::DEFAULT_RETRY_BASE))]
+    pub retry_base_ms: u64,
+
+    /// Cap on the retry delay (ms).
+    #[arg(long, env = "GRACE_RETRY_MAX_MS", default_value_t = millis(queue::DEFAULT_RETRY_MAX))]
+    pub retry_max_ms: u64,
+
+    /// Failed deliveries after which a queued request moves to the dead-letter list.
+    #[arg(long, env = "GRACE_MAX_ATTEMPTS", default_value_t = queue::DEFAULT_MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// Created orders remembered (for idempotency and get_order) before compaction.
+    #[arg(long, env = "GRACE_ORDER_HISTORY", default_value_t = queue::DEFAULT_ORDER_HISTORY)]
+    pub order_history: usize,
+
+    /// Commit the journal after every request instead of once per burst
+    /// (slower; exists to measure what group commit saves).
+    #[arg(long, env = "GRACE_COMMIT_PER_REQUEST")]
+    pub commit_per_request: bool,
+
+    /// Largest message accepted (bytes); longer ones are skipped with a log line.
+    #[arg(long, env = "GRACE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// Seed for the retry jitter (default: from the clock).
+    #[arg(long, env = "GRACE_SEED")]
+    pub seed: Option<u64>,
+
+    /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG is used when this is not given.
+    #[arg(long, env = "GRACE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// The node's share of the configuration.
+    pub fn node_config(&self, seed: u64) -> NodeConfig {
+        NodeConfig {
+            breaker: BreakerConfig {
+                failure_threshold: self.failure_threshold,
+                open_timeout: Duration::from_millis(self.open_timeout_ms),
+                open_timeout_max: Duration::from_millis(
+                    self.open_timeout_max_ms.max(self.open_timeout_ms),
+                ),
+            },
+            cache_capacity: self.cache_capacity,
+            cache_max_stale: Duration::from_millis(self.cache_max_stale_ms),
+            queue: QueueConfig {
+                retry_base: Duration::from_millis(self.retry_base_ms),
+                retry_max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
+                max_attempts: self.max_attempts,
+                order_history: self.order_history,
+            },
+            seed,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `set_mode`: an operator override of the load mode, or `auto` to let it
+//! follow the reported CPU usage.
+
+use crate::load_mode::{Feature, Mode};
+use crate::node::Node;
+use crate::protocol::reply::ReplyBody;
+use crate::protocol::{Request, RequestError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RequestedMode {
+    Normal,
+    Degraded,
+    Critical,
+    Auto,
+}
+
+#[derive(Deserialize)]
+struct SetMode {
+    #[serde(default)]
+    mode: Option<RequestedMode>,
+    #[serde(default)]
+    cpu_usage: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct ModeChanged {
+    mode: Mode,
+    disabled_features: Vec<Feature>,
+}
+
+impl ReplyBody for ModeChanged {
+    const TYPE: &'static str = "mode_changed";
+}
+
+pub fn handle(node: &mut Node, request: &Request<'_>) -> Result<ModeChanged, RequestError> {
+    let SetMode { mode, cpu_usage } = request.parse_body()?;
+    if let Some(cpu) = cpu_usage
+        && !(0.0..=100.0).contains(&cpu)
+    {
+        return Err(RequestError::malformed(format!(
+            "cpu_usage: must be a percentage from 0 to 100, got {cpu}"
+        )));
+    }
+    let explicit = match mode.unwrap_or(RequestedMode::Auto) {
+        RequestedMode::Normal => Some(Mode::Normal),
+        RequestedMode::Degraded => Some(Mode::Degraded),
+        RequestedMode::Critical => Some(Mode::Critical),
+        RequestedMode::Auto => None,
+    };
+    let before = node.shedder.mode();
+    let mode = match (explicit, cpu_usage) {
+        (Some(mode), cpu) => node.shedder.set_mode(mode, cpu),
+        (None, Some(cpu)) => node.shedder.follow_cpu(cpu),
+        (None, None) => {
+            return Err(RequestError::malformed(
+                "cpu_usage: required when mode is \"auto\" or absent",
+            ));
+        }
+    };
+    if mode != before {
+        tracing::info!(from = %before, to = %mode, cpu_usage, "load mode changed");
+    }
+    Ok(ModeChanged {
+        mode,
+        disabled_features: node.shedder.disabled_features(),
+    })
+}

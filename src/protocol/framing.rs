@@ -1,0 +1,400 @@
+//! Splits the input byte stream into messages.
+//!
+//! Maelstrom sends one compact JSON object per line, and that is the fast
+//! path: a complete line is handed on without being copied. People typing or
+//! pasting requests send objects pretty-printed over several lines, with
+//! `\r\n` endings and blank lines between them, so an object whose braces are
+//! still open at the end of its first line is accumulated until they close.
+//!
+//! Framing never fails the stream. A line longer than the message limit is
+//! skipped up to its newline; an object that never closes is abandoned as
+//! soon as a new object starts at column 0 (where every message starts,
+//! compact or pretty), so one bad message cannot swallow the ones after it.
+
+/// Default limit on one message's size, in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the framer found in the stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// One candidate message (not yet parsed), starting on input line `line`.
+    Message { line: u64, bytes: &'a [u8] },
+    /// A message starting on `line` exceeded the size limit and was skipped.
+    Oversized { line: u64 },
+    /// An object starting on `line` was still open when the next one began,
+    /// or when the input ended; it was dropped.
+    Unterminated { line: u64 },
+}
+
+/// Tracks bracket depth across the lines of a multi-line object, aware of
+/// strings and escapes so a `{` inside a string does not count.
+#[derive(Debug, Default, Clone, Copy)]
+struct Nesting {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    fn scan(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if byte == b'\\' {
+                    self.escaped = true;
+                } else if byte == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.depth > 0
+    }
+}
+
+/// A multi-line object being gathered.
+#[derive(Debug)]
+struct Gathering {
+    first_line: u64,
+    nesting: Nesting,
+}
+
+/// Incremental splitter: feed it chunks as they arrive.
+#[derive(Debug)]
+pub struct Framer {
+    max_message_bytes: usize,
+    /// Bytes of an incomplete line, or of a multi-line object so far.
+    pending: Vec<u8>,
+    /// Where the incomplete line in `pending` starts.
+    pending_line_start: usize,
+    gathering: Option<Gathering>,
+    /// Skipping an oversized line up to its newline.
+    skipping_line: bool,
+    /// Skipping the rest of an oversized multi-line object.
+    skipping_object: bool,
+    /// Number of the next line to complete (1-based).
+    line_no: u64,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+}
+
+impl Framer {
+    pub fn new(max_message_bytes: usize) -> Self {
+        Framer {
+            max_message_bytes,
+            pending: Vec::new(),
+            pending_line_start: 0,
+            gathering: None,
+            skipping_line: false,
+            skipping_object: false,
+            line_no: 1,
+        }
+    }
+
+    /// Feeds one chunk of input, calling `on_frame` for each frame it completes.
+    pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
+        while !chunk.is_empty() {
+            let Some(newline) = chunk.iter().position(|&b| b == b'\n') else {
+                self.buffer_partial_line(chunk, on_frame);
+                return;
+            };
+            let (line, rest) = (&chunk[..newline], &chunk[newline + 1..]);
+            chunk = rest;
+            if self.skipping_line {
+                self.skipping_line = false;
+                self.line_no += 1;
+                continue;
+            }
+            if self.pending.len() == self.pending_line_start {
+                // Nothing buffered for this line: hand it on without copying
+                // (the common case for compact one-line messages).
+                if self.gathering.is_none() {
+                    let line_no = self.line_no;
+                    self.line_no += 1;
+                    self.complete_line(line, line_no, on_frame);
+                    continue;
+                }
+            }
+            self.pending.extend_from_slice(line);
+            self.finish_buffered_line(on_frame);
+        }
+    }
+
+    /// Signals the end of input: a last line without newline is still a line.
+    pub fn finish(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
+        if self.pending.len() > self.pending_line_start && !self.skipping_line {
+            self.finish_buffered_line(on_frame);
+        }
+        if let Some(gathering) = self.gathering.take() {
+            on_frame(Frame::Unterminated {
+                line: gathering.first_line,
+            });
+        }
+        self.pending.clear();
+        self.pending_line_start = 0;
+        self.skipping_line = false;
+        self.skipping_object = false;
+    }
+
+    fn buffer_partial_line(&mut self, chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
+        if self.skipping_line {
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() > self.max_message_bytes {
+            let line = self.gathering.take().map_or(self.line_no, |g| g.first_line);
+            on_frame(Frame::Oversized { line });
+            self.pending.clear();
+            self.pending_line_start = 0;
+            self.skipping_line = true;
+        }
+    }
+
+    /// The line at `pending[pending_line_start..]` is complete.
+    fn finish_buffered_line(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
+        let line_no = self.line_no;
+        self.line_no += 1;
+        let mut pending = std::mem::take(&mut self.pending);
+        let start = self.pending_line_start;
+        if self.gathering.is_some() {
+            self.continue_gathering(&mut pending, start, line_no, on_frame);
+            self.pending_line_start = pending.len();
+            self.pending = pending;
+            return;
+        }
+        self.complete_line(&pending[start..], line_no, on_frame);
+        if self.gathering.is_none() {
+            // Keep the allocation for the next partial line.
+            pending.clear();
+            self.pending_line_start = 0;
+            self.pending = pending;
+        }
+    }
+
+    /// A whole line that is not part of a multi-line object.
+    fn complete_line(&mut self, line: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
+        let line = trim_line(line);
+        if line.is_empty() {
+            return;
+        }
+        if self.skipping_object {
+            if line[0] != b'{' {
+                return;
+            }
+            self.skipping_object = false;
+        }
+        if line[0] == b'{' {
+            let mut nesting = Nesting::default();
+            nesting.scan(line);
+            if nesting.is_open() {
+                self.pending.clear();
+                self.pending.extend_from_slice(line);
+                self.pending.push(b'\n');
+                self.pending_line_start = self.pending.len();
+                self.gathering = Some(Gathering {
+                    first_line: line_no,
+                    nesting,
+                });
+                return;
+            }
+        }
+        on_frame(Frame::Message {
+            line: line_no,
+            bytes: line,
+        });
+    }
+
+    /// One more line of a multi-line object, at `pending[start..]`.
+    fn continue_gathering(
+        &mut self,
+        pending: &mut Vec<u8>,
+        start: usize,
+        line_no: u64,
+        on_frame: &mut impl FnMut(Frame<'_>),
+    ) {
+        let gathering = self.gathering.as_mut().expect("gathering");
+        let line = trim_line(&pending[start..]);
+        if line.first() == Some(&b'{') && pending[start] == b'{' {
+            // A new message at column 0: the open one will never close.
+            on_frame(Frame::Unterminated {
+                line: gathering.first_line,
+            });
+            self.gathering = None;
+            let line = pending[start..].to_vec();
+            pending.clear();
+            self.pending.clear();
+            self.pending_line_start = 0;
+            self.complete_line(&line, line_no, on_frame);
+            if self.gathering.is_some() {
+                *pending = std::mem::take(&mut self.pending);
+            }
+            return;
+        }
+        gathering.nesting.scan(line);
+        if pending.len() > self.max_message_bytes {
+            on_frame(Frame::Oversized {
+                line: gathering.first_line,
+            });
+            self.gathering = None;
+            self.skipping_object = true;
+            pending.clear();
+            return;
+        }
+        if gathering.nesting.is_open() {
+            pending.push(b'\n');
+            return;
+        }
+        let first_line = gathering.first_line;
+        self.gathering = None;
+        on_frame(Frame::Message {
+            line: first_line,
+            bytes: pending,
+        });
+        pending.clear();
+    }
+}
+
+/// Strips surrounding whitespace, including a `\r` before the newline.
+fn trim_line(line: &[u8]) -> &[u8] {
+    line.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Owned {
+        Message(u64, String),
+        Oversized(u64),
+        Unterminated(u64),
+    }
+
+    fn frames_of(chunks: &[&[u8]], max: usize) -> Vec<Owned> {
+        let mut framer = Framer::new(max);
+        let mut out = Vec::new();
+        let mut collect = |frame: Frame<'_>| {
+            out.push(match frame {
+                Frame::Message { line, bytes } => {
+                    Owned::Message(line, String::from_utf8_lossy(bytes).into_owned())
+                }
+                Frame::Oversized { line } => Owned::Oversized(line),
+                Frame::Unterminated { line } => Owned::Unterminated(line),
+            })
+        };
+        for chunk in chunks {
+            framer.push(chunk, &mut collect);
+        }
+        framer.finish(&mut collect);
+        out
+    }
+
+    fn frames(input: &str) -> Vec<Owned> {
+        frames_of(&[input.as_bytes()], 1 << 20)
+    }
+
+    #[test]
+    fn compact_lines_are_messages_with_their_line_numbers() {
+        assert_eq!(
+            frames("{\"a\":1}\n{\"b\":2}\n"),
+            vec![
+                Owned::Message(1, "{\"a\":1}".into()),
+                Owned::Message(2, "{\"b\":2}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_blank_lines_and_missing_final_newline_are_accepted() {
+        assert_eq!(
+            frames("\r\n{\"a\":1}\r\n\r\n   \n{\"b\":2}"),
+            vec![
+                Owned::Message(2, "{\"a\":1}".into()),
+                Owned::Message(5, "{\"b\":2}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn pretty_printed_object_is_gathered_over_lines() {
+        let input = "{\n  \"src\": \"c\",\n  \"body\": {\n    \"t\": \"}{\"\n  }\n}\n{\"x\":1}\n";
+        let out = frames(input);
+        assert_eq!(out.len(), 2);
+        let Owned::Message(1, text) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value["body"]["t"], "}{");
+        assert_eq!(out[1], Owned::Message(7, "{\"x\":1}".into()));
+    }
+
+    #[test]
+    fn split_chunks_give_the_same_frames() {
+        let input = b"{\"a\":1}\n{\n \"b\": [1,\n 2]\n}\n{\"c\":3}\n";
+        let whole = frames_of(&[input], 1 << 20);
+        for cut in 0..input.len() {
+            let (left, right) = input.split_at(cut);
+            assert_eq!(frames_of(&[left, right], 1 << 20), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_line_with_open_brace_does_not_swallow_the_next_message() {
+        let out = frames("this is not json {\n{\"a\":1}\n");
+        assert_eq!(
+            out,
+            vec![
+                Owned::Message(1, "this is not json {".into()),
+                Owned::Message(2, "{\"a\":1}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn unterminated_object_is_abandoned_when_the_next_message_starts() {
+        let out = frames("{\"a\": [1,\n{\"b\":2}\n");
+        assert_eq!(
+            out,
+            vec![
+                Owned::Unterminated(1),
+                Owned::Message(2, "{\"b\":2}".into())
+            ]
+        );
+        assert_eq!(frames("{\"a\": [1,\n  2"), vec![Owned::Unterminated(1)]);
+    }
+
+    #[test]
+    fn oversized_line_is_skipped_and_the_stream_goes_on() {
+        let long = format!("{{\"x\":\"{}\"}}\n{{\"a\":1}}\n", "y".repeat(100));
+        let chunks: Vec<&[u8]> = long.as_bytes().chunks(7).collect();
+        let out = frames_of(&chunks, 50);
+        assert_eq!(
+            out,
+            vec![Owned::Oversized(1), Owned::Message(2, "{\"a\":1}".into())]
+        );
+    }
+
+    #[test]
+    fn oversized_multi_line_object_is_skipped_to_the_next_message() {
+        let body: String = (0..20).map(|i| format!("  \"k{i}\": {i},\n")).collect();
+        let input = format!("{{\n{body}  \"end\": 0\n}}\n{{\"a\":1}}\n");
+        let out = frames_of(&[input.as_bytes()], 60);
+        assert_eq!(out[0], Owned::Oversized(1));
+        assert_eq!(out.last(), Some(&Owned::Message(24, "{\"a\":1}".into())));
+        assert_eq!(out.len(), 2, "{out:?}");
+    }
+}

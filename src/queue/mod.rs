@@ -1,0 +1,402 @@
+//! The durable request queue: writes accepted while their service is down,
+//! delivered in order of arrival once it is back, none lost.
+//!
+//! This module is the queue's logic only. It performs no I/O: every change a
+//! restart must see is also appended to [`OrderQueue::take_writes`] as a full
+//! [`StoredOrder`] row, and the runtime commits those rows to the
+//! [`journal`] before any reply of the same batch goes out. That is what
+//! makes a "queued" reply a promise: it is written only after the request is
+//! on disk. Many rows from one burst share one commit (group commit).
+//!
+//! Delivery is strictly first in, first out: only the oldest pending request
+//! is attempted, and while it backs off the ones behind it wait, so orders
+//! reach the service in the order they were accepted.
+
+pub mod journal;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Default first retry delay after a failed delivery.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(100);
+/// Default cap on the retry delay.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_millis(30_000);
+/// Default number of failed deliveries after which a request is dead-lettered.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Default number of created orders remembered for idempotency and `get_order`.
+pub const DEFAULT_ORDER_HISTORY: usize = 100_000;
+/// How many pending requests `get_queue` lists.
+pub const QUEUE_LISTING_LIMIT: usize = 10;
+
+/// Identifies one accepted `create_order`, across restarts.
+pub type RequestId = u64;
+
+/// Where an accepted order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Waiting for the order service.
+    Queued,
+    /// The order service created it.
+    Created,
+    /// Every delivery attempt failed; kept for an operator, never dropped.
+    DeadLetter,
+}
+
+impl OrderStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Queued => "queued",
+            OrderStatus::Created => "created",
+            OrderStatus::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// The durable form of one accepted order: what the journal stores and what
+/// a restart recovers. The journal keeps one row per request id and each
+/// write replaces the row, so the journal's size follows the number of
+/// orders, not the number of attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredOrder {
+    pub request_id: RequestId,
+    pub idempotency_key: Option<String>,
+    /// The order as the client sent it; dropped once created.
+    pub order: Option<Arc<RawValue>>,
+    pub status: OrderStatus,
+    pub attempts: u32,
+    pub order_id: Option<String>,
+    /// Whether the order went through the queue (counts as `processed`).
+    pub was_queued: bool,
+}
+
+impl PartialEq for StoredOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.request_id == other.request_id
+            && self.idempotency_key == other.idempotency_key
+            && self.order.as_ref().map(|order| order.get())
+                == other.order.as_ref().map(|order| order.get())
+            && self.status == other.status
+            && self.attempts == other.attempts
+            && self.order_id == other.order_id
+            && self.was_queued == other.was_queued
+    }
+}
+
+/// What the journal hands back at start.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveredQueue {
+    /// Every stored row, in request id order.
+    pub orders: Vec<StoredOrder>,
+    /// Queued orders delivered over the journal's life, including those
+    /// whose rows were compacted away.
+    pub processed: u64,
+}
+
+/// How the queue retries. Every field has a default above and a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+    pub order_history: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_base: DEFAULT_RETRY_BASE,
+            retry_max: DEFAULT_RETRY_MAX,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            order_history: DEFAULT_ORDER_HISTORY,
+        }
+    }
+}
+
+/// The delay before retry number `attempts + 1`: exponential from `base`,
+/// capped at `max`, with "equal jitter" (a random point in the upper half)
+/// so many queued requests do not retry in lockstep.
+pub fn retry_delay(config: &QueueConfig, attempts: u32, rng: &mut fastrand::Rng) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(31);
+    let ceiling = config
+        .retry_base
+        .saturating_mul(1 << exponent)
+        .min(config.retry_max);
+    let half = ceiling / 2;
+    let jitter_ms = rng.u64(0..=half.as_millis() as u64);
+    (ceiling - half) + Duration::from_millis(jitter_ms)
+}
+
+/// One order the queue knows about.
+#[derive(Debug, Clone)]
+struct Entry {
+    stored: StoredOrder,
+    /// When the next delivery may be attempted (queued orders only).
+    next_attempt_at: Instant,
+}
+
+/// A pending request as `get_queue` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingItem {
+    pub request_id: RequestId,
+    pub attempts: u32,
+    pub next_attempt_in_ms: u64,
+}
+
+/// The queue's state: every order it remembers, the pending ones in order.
+pub struct OrderQueue {
+    config: QueueConfig,
+    entries: HashMap<RequestId, Entry>,
+    pending: VecDeque<RequestId>,
+    by_key: HashMap<String, RequestId>,
+    by_order_id: HashMap<String, RequestId>,
+    /// Created orders, oldest first, forgotten beyond `order_history`.
+    created: VecDeque<RequestId>,
+    dead_letters: usize,
+    processed: u64,
+    next_request_id: RequestId,
+    writes: Vec<StoredOrder>,
+    rng: fastrand::Rng,
+}
+
+impl OrderQueue {
+    /// An empty queue; `seed` drives the retry jitter.
+    pub fn new(config: QueueConfig, seed: u64) -> Self {
+        OrderQueue {
+            config,
+            entries: HashMap::new(),
+            pending: VecDeque::new(),
+            by_key: HashMap::new(),
+            by_order_id: HashMap::new(),
+            created: VecDeque::new(),
+            dead_letters: 0,
+            processed: 0,
+            next_request_id: 1,
+            writes: Vec::new(),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Rebuilds the queue from the journal; pending orders are due at `now`.
+    pub fn recover(&mut self, recovered: RecoveredQueue, now: Instant) {
+        self.processed = recovered.processed;
+        let mut orders = recovered.orders;
+        orders.sort_by_key(|order| order.request_id);
+        for stored in orders {
+            self.next_request_id = self.next_request_id.max(stored.request_id + 1);
+            self.index(stored, now);
+        }
+    }
+
+    fn index(&mut self, stored: StoredOrder, next_attempt_at: Instant) {
+        let request_id = stored.request_id;
+        if let Some(key) = &stored.idempotency_key {
+            self.by_key.insert(key.clone(), request_id);
+        }
+        if let Some(order_id) = &stored.order_id {
+            self.by_order_id.insert(order_id.clone(), request_id);
+        }
+        match stored.status {
+            OrderStatus::Queued => self.pending.push_back(request_id),
+            OrderStatus::Created => self.created.push_back(request_id),
+            OrderStatus::DeadLetter => self.dead_letters += 1,
+        }
+        self.entries.insert(
+            request_id,
+            Entry {
+                stored,
+                next_attempt_at,
+            },
+        );
+        self.forget_old_created();
+    }
+
+    /// Hands out the id for a new request; it doubles as the delivery key the
+    /// order service deduplicates on.
+    pub fn allocate_request_id(&mut self) -> RequestId {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
+    /// The order already accepted under `key`, if any.
+    pub fn find_by_key(&self, key: &str) -> Option<&StoredOrder> {
+        let id = self.by_key.get(key)?;
+        self.entries.get(id).map(|entry| &entry.stored)
+    }
+
+    pub fn find_by_request_id(&self, request_id: RequestId) -> Option<&StoredOrder> {
+        self.entries.get(&request_id).map(|entry| &entry.stored)
+    }
+
+    pub fn find_by_order_id(&self, order_id: &str) -> Option<&StoredOrder> {
+        let id = self.by_order_id.get(order_id)?;
+        self.find_by_request_id(*id)
+    }
+
+    /// Records an order the service created straight away.
+    pub fn record_created_directly(
+        &mut self,
+        request_id: RequestId,
+        idempotency_key: Option<String>,
+        order_id: String,
+        now: Instant,
+    ) {
+        let stored = StoredOrder {
+            request_id,
+            idempotency_key,
+            order: None,
+            status: OrderStatus::Created,
+            attempts: 1,
+            order_id: Some(order_id),
+            was_queued: false,
+        };
+        self.writes.push(stored.clone());
+        self.index(stored, now);
+    }
+
+    /// Accepts an order for later delivery, first attempt after the base
+    /// retry delay. Returns its position among pending requests (from 1).
+    pub fn enqueue(
+        &mut self,
+        request_id: RequestId,
+        idempotency_key: Option<String>,
+        order: Arc<RawValue>,
+        now: Instant,
+    ) -> usize {
+        let stored = StoredOrder {
+            request_id,
+            idempotency_key,
+            order: Some(order),
+            status: OrderStatus::Queued,
+            attempts: 0,
+            order_id: None,
+            was_queued: true,
+        };
+        self.writes.push(stored.clone());
+        self.index(stored, now + self.config.retry_base);
+        self.pending.len()
+    }
+
+    /// The oldest pending request, if it may be attempted at `now`
+    /// (`ignore_backoff` skips the wait, as `process_queue` does).
+    pub fn next_due(&self, now: Instant, ignore_backoff: bool) -> Option<RequestId> {
+        let head = *self.pending.front()?;
+        let entry = &self.entries[&head];
+        (ignore_backoff || entry.next_attempt_at <= now).then_some(head)
+    }
+
+    /// When the oldest pending request may next be attempted.
+    pub fn next_attempt_at(&self) -> Option<Instant> {
+        let head = self.pending.front()?;
+        Some(self.entries[head].next_attempt_at)
+    }
+
+    /// The service created the head request's order.
+    pub fn record_delivered(&mut self, request_id: RequestId, order_id: String) {
+        debug_assert_eq!(self.pending.front(), Some(&request_id));
+        self.pending.pop_front();
+        let entry = self.entries.get_mut(&request_id).expect("pending entry");
+        entry.stored.attempts += 1;
+        entry.stored.status = OrderStatus::Created;
+        entry.stored.order = None;
+        entry.stored.order_id = Some(order_id.clone());
+        self.writes.push(entry.stored.clone());
+        self.by_order_id.insert(order_id, request_id);
+        self.created.push_back(request_id);
+        self.processed += 1;
+        self.forget_old_created();
+    }
+
+    /// A delivery of the head request failed at `now`: back off, or
+    /// dead-letter it once its attempts are used up. Returns the new status.
+    pub fn record_failed_attempt(&mut self, request_id: RequestId, now: Instant) -> OrderStatus {
+        debug_assert_eq!(self.pending.front(), Some(&request_id));
+        let entry = self.entries.get_mut(&request_id).expect("pending entry");
+        entry.stored.attempts += 1;
+        if entry.stored.attempts >= self.config.max_attempts {
+            entry.stored.status = OrderStatus::DeadLetter;
+            self.pending.pop_front();
+            self.dead_letters += 1;
+        } else {
+            let delay = retry_delay(&self.config, entry.stored.attempts, &mut self.rng);
+            entry.next_attempt_at = now + delay;
+        }
+        self.writes.push(entry.stored.clone());
+        entry.stored.status
+    }
+
+    /// Drops the oldest created orders beyond the configured history from
+    /// memory (the journal compacts the same way).
+    fn forget_old_created(&mut self) {
+        while self.created.len() > self.config.order_history {
+            let Some(old) = self.created.pop_front() else {
+                break;
+            };
+            if let Some(entry) = self.entries.remove(&old) {
+                if let Some(key) = &entry.stored.idempotency_key {
+                    self.by_key.remove(key);
+                }
+                if let Some(order_id) = &entry.stored.order_id {
+                    self.by_order_id.remove(order_id);
+                }
+            }
+        }
+    }
+
+    /// Position (from 1) of a pending request.
+    pub fn position(&self, request_id: RequestId) -> Option<usize> {
+        self.pending
+            .iter()
+            .position(|&id| id == request_id)
+            .map(|index| index + 1)
+    }
+
+    pub fn depth(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn dead_letters(&self) -> usize {
+        self.dead_letters
+    }
+
+    pub fn processed(&self) -> u64 {
+        self.processed
+    }
+
+    /// The first pending requests, oldest first.
+    pub fn pending_items(&self, now: Instant, limit: usize) -> Vec<PendingItem> {
+        self.pending
+            .iter()
+            .take(limit)
+            .map(|id| {
+                let entry = &self.entries[id];
+                PendingItem {
+                    request_id: *id,
+                    attempts: entry.stored.attempts,
+                    next_attempt_in_ms: entry
+                        .next_attempt_at
+                        .saturating_duration_since(now)
+                        .as_millis() as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// Rows changed since the last call, for the journal to commit.
+    pub fn take_writes(&mut self) -> Vec<StoredOrder> {
+        std::mem::take(&mut self.writes)
+    }
+
+    /// Whether rows are waiting to be committed.
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+}

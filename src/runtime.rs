@@ -1,0 +1,324 @@
+//! The thin I/O edge: stdin to the node, the node's replies to stdout, the
+//! clock, signals and the journal.
+//!
+//! One thread reads stdin in large chunks, another turns SIGTERM/SIGINT into
+//! an event; both feed one channel. The main thread frames the bytes, hands
+//! each message to the [`Node`] with the current instant, wakes at
+//! [`Node::poll_timeout`] when no input comes, and after each burst commits
+//! the journal rows the burst produced (one transaction: group commit)
+//! *before* writing its replies, so a "queued" reply always describes a
+//! request already on disk. Replies are written whenever no further input is
+//! waiting, so a single request is answered at once and a flood of them is
+//! written in large blocks.
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::node::Node;
+use crate::protocol::{self, framing::Frame, framing::Framer};
+use crate::queue::journal::{JournalInfo, SqliteJournal};
+use crate::queue::{OrderStatus, RecoveredQueue};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Bytes read from stdin at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks that may wait in the channel; bounds memory when stdout is slow.
+const CHANNEL_CHUNKS: usize = 64;
+/// Replies buffered before they are written even though input keeps coming.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Node id used for the journal when no message names one.
+pub const FALLBACK_NODE_ID: &str = "grace";
+
+enum Event {
+    Input(Vec<u8>),
+    EndOfInput,
+    Signal(i32),
+}
+
+/// Runs the node until the end of input or a signal.
+pub fn run(config: Config) -> ExitCode {
+    let backend = match &config.fixtures {
+        Some(path) => match Backend::from_fixtures_file(path) {
+            Ok(backend) => backend,
+            Err(err) => {
+                eprintln!("grace: {err}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Backend::demo(),
+    };
+    let stdout = match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(err) => {
+            eprintln!("grace: cannot use stdout: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let events = spawn_event_sources();
+    let mut runtime = Runtime {
+        seed: config.seed.unwrap_or_else(clock_seed),
+        framer: Framer::new(config.max_message_bytes),
+        config,
+        backend: Some(backend),
+        node: None,
+        journal: None,
+        stdout,
+        unwritten: Vec::new(),
+    };
+    if let Some(node_id) = runtime.config.node_id.clone() {
+        runtime.start_node(&node_id);
+    }
+    match runtime.run(events) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Stop::StdoutClosed) => {
+            tracing::debug!("stdout was closed by the reader; exiting");
+            ExitCode::SUCCESS
+        }
+        Err(Stop::JournalFailed(err)) => {
+            tracing::error!("journal commit failed, replies of the burst withheld: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+fn spawn_event_sources() -> Receiver<Event> {
+    let (sender, receiver) = mpsc::sync_channel(CHANNEL_CHUNKS);
+    let input = sender.clone();
+    thread::spawn(move || read_stdin(input));
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(mut signals) => {
+            thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    let _ = sender.send(Event::Signal(signal));
+                }
+            });
+        }
+        Err(err) => tracing::warn!("cannot catch SIGTERM/SIGINT: {err}"),
+    }
+    receiver
+}
+
+fn read_stdin(events: SyncSender<Event>) {
+    let mut stdin = io::stdin().lock();
+    loop {
+        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        match stdin.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => {
+                chunk.truncate(read);
+                if events.send(Event::Input(chunk)).is_err() {
+                    return;
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                tracing::warn!("reading stdin failed, treating it as the end of input: {err}");
+                break;
+            }
+        }
+    }
+    let _ = events.send(Event::EndOfInput);
+}
+
+/// Why the loop stopped early.
+enum Stop {
+    StdoutClosed,
+    JournalFailed(String),
+}
+
+struct Runtime {
+    config: Config,
+    seed: u64,
+    framer: Framer,
+    /// The services, until the node is built and takes them.
+    backend: Option<Backend>,
+    node: Option<Node>,
+    journal: Option<SqliteJournal>,
+    stdout: File,
+    /// Replies taken from the node, waiting for the burst to end.
+    unwritten: Vec<u8>,
+}
+
+impl Runtime {
+    fn run(&mut self, events: Receiver<Event>) -> Result<(), Stop> {
+        let mut waiting: Option<Event> = None;
+        loop {
+            let event = match waiting.take() {
+                Some(event) => Some(event),
+                None => self.next_event(&events),
+            };
+            match event {
+                None => {
+                    if let Some(node) = &mut self.node {
+                        node.handle_timeout(Instant::now());
+                    }
+                }
+                Some(Event::Input(chunk)) => self.feed(&chunk),
+                Some(Event::EndOfInput) => {
+                    self.finish_input();
+                    break;
+                }
+                Some(Event::Signal(signal)) => {
+                    tracing::info!(signal, "signal received; finishing the input already read");
+                    while let Ok(Event::Input(chunk)) = events.try_recv() {
+                        self.feed(&chunk);
+                    }
+                    self.finish_input();
+                    break;
+                }
+            }
+            waiting = events.try_recv().ok();
+            let output_waiting = self.node.as_ref().map_or(0, Node::output_len);
+            if waiting.is_none() || output_waiting + self.unwritten.len() >= WRITE_BATCH_BYTES {
+                self.commit_and_write()?;
+            }
+        }
+        if let Some(node) = &mut self.node {
+            node.handle_timeout(Instant::now());
+        }
+        self.commit_and_write()?;
+        self.warn_if_orders_only_in_memory();
+        Ok(())
+    }
+
+    /// Waits for input, or until the node's next deadline.
+    fn next_event(&mut self, events: &Receiver<Event>) -> Option<Event> {
+        let deadline = self.node.as_ref().and_then(Node::poll_timeout);
+        match deadline {
+            None => Some(events.recv().unwrap_or(Event::EndOfInput)),
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match events.recv_timeout(wait) {
+                    Ok(event) => Some(event),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => Some(Event::EndOfInput),
+                }
+            }
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.push(chunk, &mut |frame| self.handle_frame(frame));
+        self.framer = framer;
+    }
+
+    fn finish_input(&mut self) {
+        let mut framer = std::mem::take(&mut self.framer);
+        framer.finish(&mut |frame| self.handle_frame(frame));
+        self.framer = framer;
+    }
+
+    fn handle_frame(&mut self, frame: Frame<'_>) {
+        match frame {
+            Frame::Message { line, bytes } => {
+                if self.node.is_none() {
+                    let Some(node_id) = protocol::node_id_hint(bytes) else {
+                        // Not addressable: nothing to build a node for yet.
+                        tracing::warn!(line, "skipping input: not a valid message");
+                        return;
+                    };
+                    self.start_node(&node_id);
+                }
+                let node = self.node.as_mut().expect("node started");
+                node.handle_message(bytes, line, Instant::now());
+                if self.config.commit_per_request {
+                    let rows = node.take_journal_writes();
+                    if let Some(journal) = &mut self.journal
+                        && let Err(err) = journal.commit(&rows)
+                    {
+                        tracing::error!("journal commit failed: {err}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            Frame::Oversized { line } => tracing::warn!(
+                line,
+                limit = self.config.max_message_bytes,
+                "skipping a message longer than --max-message-bytes"
+            ),
+            Frame::Unterminated { line } => {
+                tracing::warn!(line, "skipping an object whose braces never close")
+            }
+        }
+    }
+
+    /// Builds the node, its queue resumed from the journal of `node_id`.
+    fn start_node(&mut self, node_id: &str) {
+        let now = Instant::now();
+        let backend = self.backend.take().expect("node starts once");
+        let mut node = Node::new(self.config.node_config(self.seed), backend, now);
+        let (info, recovered) =
+            match SqliteJournal::open(&self.config.data_dir, node_id, self.config.order_history) {
+                Ok((journal, recovered)) => {
+                    let info = JournalInfo {
+                        durable: true,
+                        path: Some(journal.path().to_path_buf()),
+                        degraded_reason: None,
+                    };
+                    tracing::info!(journal = %journal.path().display(), "durable queue opened");
+                    self.journal = Some(journal);
+                    (info, recovered)
+                }
+                Err(err) => {
+                    tracing::warn!("queue is in memory only (not durable): {err}");
+                    (JournalInfo::in_memory(err.0), RecoveredQueue::default())
+                }
+            };
+        node.recover(info, recovered, now);
+        self.node = Some(node);
+    }
+
+    /// Commits the burst's journal rows, then writes its replies.
+    fn commit_and_write(&mut self) -> Result<(), Stop> {
+        let Some(node) = &mut self.node else {
+            return Ok(());
+        };
+        let rows = node.take_journal_writes();
+        if let Some(journal) = &mut self.journal {
+            journal
+                .commit(&rows)
+                .map_err(|err| Stop::JournalFailed(err.0))?;
+        }
+        node.drain_output_into(&mut self.unwritten);
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        let written = self.stdout.write_all(&self.unwritten);
+        self.unwritten.clear();
+        match written {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Err(Stop::StdoutClosed),
+            Err(err) => {
+                tracing::warn!("writing stdout failed: {err}");
+                Err(Stop::StdoutClosed)
+            }
+        }
+    }
+
+    fn warn_if_orders_only_in_memory(&self) {
+        let Some(node) = &self.node else { return };
+        let pending = node.queue().depth();
+        if !node.journal_info().durable && pending > 0 {
+            tracing::warn!(
+                pending,
+                "exiting with queued orders held only in memory: they are lost"
+            );
+        }
+        let _ = OrderStatus::Queued;
+    }
+}
