@@ -44,7 +44,8 @@ pub struct Config {
     #[arg(long, env = "GRACE_CACHE_MAX_STALE_MS", default_value_t = millis(cache::DEFAULT_MAX_STALE))]
     pub cache_max_stale_ms: u64,
 
-    /// Fixture records replacing the demo data: {"users": [...], "products": [...]}.
+    /// Fixture records replacing the demo data: {"users": [...], "products": [...]}
+    /// [default: none, the built-in demo data answers every id].
     #[arg(long, env = "GRACE_FIXTURES")]
     pub fixtures: Option<PathBuf>,
 
@@ -54,7 +55,7 @@ pub struct Config {
 
     /// Node id for the journal, known before any message arrives. Without it
     /// the journal is opened at the first message: named by `init`'s node_id,
-    /// else by the message's `dest`.
+    /// else by the message's `dest` [default: none].
     #[arg(long, env = "GRACE_NODE_ID")]
     pub node_id: Option<String>,
 
@@ -84,11 +85,12 @@ pub struct Config {
     #[arg(long, env = "GRACE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 
-    /// Seed for the retry jitter (default: from the clock).
+    /// Seed for the retry jitter [default: none, seeded from the clock].
     #[arg(long, env = "GRACE_SEED")]
     pub seed: Option<u64>,
 
-    /// Log level on stderr (error, warn, info, debug, trace); RUST_LOG is used when this is not given.
+    /// Log level on stderr (error, warn, info, debug, trace, or a RUST_LOG-style
+    /// filter) [default: RUST_LOG if set, else info].
     #[arg(long, env = "GRACE_LOG_LEVEL")]
     pub log_level: Option<String>,
 }

@@ -89,6 +89,16 @@ impl Feature {
     pub const ALL: [Feature; 3] = [Feature::Recommendations, Feature::Search, Feature::Reviews];
 }
 
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Feature::Recommendations => "recommendations",
+            Feature::Search => "search",
+            Feature::Reviews => "reviews",
+        })
+    }
+}
+
 /// The current mode and the operator's kill switches.
 #[derive(Debug, Clone)]
 pub struct LoadShedder {

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::node::Node;
 use crate::protocol::{self, framing::Frame, framing::Framer};
 use crate::queue::journal::{JournalInfo, SqliteJournal};
-use crate::queue::{OrderStatus, RecoveredQueue};
+use crate::queue::RecoveredQueue;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -211,19 +211,23 @@ impl Runtime {
         }
     }
 
+    /// Handles the messages in `chunk`. They arrived together, so they share
+    /// one reading of the clock.
     fn feed(&mut self, chunk: &[u8]) {
+        let now = Instant::now();
         let mut framer = std::mem::take(&mut self.framer);
-        framer.push(chunk, &mut |frame| self.handle_frame(frame));
+        framer.push(chunk, &mut |frame| self.handle_frame(frame, now));
         self.framer = framer;
     }
 
     fn finish_input(&mut self) {
+        let now = Instant::now();
         let mut framer = std::mem::take(&mut self.framer);
-        framer.finish(&mut |frame| self.handle_frame(frame));
+        framer.finish(&mut |frame| self.handle_frame(frame, now));
         self.framer = framer;
     }
 
-    fn handle_frame(&mut self, frame: Frame<'_>) {
+    fn handle_frame(&mut self, frame: Frame<'_>, now: Instant) {
         match frame {
             Frame::Message { line, bytes } => {
                 if self.node.is_none() {
@@ -235,7 +239,7 @@ impl Runtime {
                     self.start_node(&node_id);
                 }
                 let node = self.node.as_mut().expect("node started");
-                node.handle_message(bytes, line, Instant::now());
+                node.handle_message(bytes, line, now);
                 if self.config.commit_per_request {
                     let rows = node.take_journal_writes();
                     if let Some(journal) = &mut self.journal
@@ -319,6 +323,5 @@ impl Runtime {
                 "exiting with queued orders held only in memory: they are lost"
             );
         }
-        let _ = OrderStatus::Queued;
     }
 }

@@ -24,7 +24,7 @@ impl ReplyBody for FeatureSet {
 pub fn handle(node: &mut Node, request: &Request<'_>) -> Result<FeatureSet, RequestError> {
     let SetFeature { feature, enabled } = request.parse_body()?;
     node.shedder.set_feature(feature, enabled);
-    tracing::info!(?feature, enabled, "feature kill switch set");
+    tracing::info!(%feature, enabled, "feature kill switch set");
     Ok(FeatureSet {
         disabled_features: node.shedder.disabled_features(),
     })

@@ -108,7 +108,7 @@ impl Framer {
     /// Feeds one chunk of input, calling `on_frame` for each frame it completes.
     pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
         while !chunk.is_empty() {
-            let Some(newline) = chunk.iter().position(|&b| b == b'\n') else {
+            let Some(newline) = memchr::memchr(b'\n', chunk) else {
                 self.buffer_partial_line(chunk, on_frame);
                 return;
             };
@@ -197,7 +197,7 @@ impl Framer {
             }
             self.skipping_object = false;
         }
-        if line[0] == b'{' {
+        if line[0] == b'{' && !looks_complete(line) {
             let mut nesting = Nesting::default();
             nesting.scan(line);
             if nesting.is_open() {
@@ -266,6 +266,24 @@ impl Framer {
         });
         pending.clear();
     }
+}
+
+/// A cheap test that passes for every compact one-line object: it closes
+/// with `}` and its braces balance. Only lines that fail it are scanned
+/// byte by byte (with string awareness) to see whether the object goes on.
+fn looks_complete(line: &[u8]) -> bool {
+    // Summed in i8 over chunks short enough not to overflow, which the
+    // compiler turns into 16 bytes per instruction; this runs on every line.
+    let balance: isize = line
+        .chunks(i8::MAX as usize)
+        .map(|chunk| {
+            let sum = chunk.iter().fold(0i8, |sum, &byte| {
+                sum + i8::from(byte == b'{') - i8::from(byte == b'}')
+            });
+            isize::from(sum)
+        })
+        .sum();
+    line.last() == Some(&b'}') && balance == 0
 }
 
 /// Strips surrounding whitespace, including a `\r` before the newline.
