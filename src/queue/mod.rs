@@ -13,6 +13,8 @@
 //! reach the service in the order they were accepted.
 
 pub mod journal;
+#[cfg(test)]
+mod tests;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -267,6 +269,8 @@ impl OrderQueue {
         order: Arc<RawValue>,
         now: Instant,
     ) -> usize {
+        // `position` relies on pending ids increasing from head to tail.
+        debug_assert!(self.pending.back().is_none_or(|&last| last < request_id));
         let stored = StoredOrder {
             request_id,
             idempotency_key,
@@ -348,10 +352,16 @@ impl OrderQueue {
     }
 
     /// Position (from 1) of a pending request.
+    ///
+    /// Request ids are handed out in increasing order and the queue only
+    /// ever appends new ids and removes from the front, so `pending` is
+    /// sorted and a binary search finds the position in O(log n), however
+    /// deep the queue (a linear scan made every repeat of a queued request
+    /// cost the whole queue).
     pub fn position(&self, request_id: RequestId) -> Option<usize> {
         self.pending
-            .iter()
-            .position(|&id| id == request_id)
+            .binary_search(&request_id)
+            .ok()
             .map(|index| index + 1)
     }
 
