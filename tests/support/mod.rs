@@ -471,3 +471,22 @@ impl Drop for Node {
         }
     }
 }
+
+/// The stderr lines that mention input line `line_no` (as `line=N`,
+/// `line N` or `line: N`), for checking that a skipped input was reported
+/// once, with where it was.
+pub fn stderr_lines_about_input_line(stderr: &str, line_no: u64) -> Vec<&str> {
+    let number = line_no.to_string();
+    stderr
+        .lines()
+        .filter(|text| {
+            ["line=", "line ", "line: "].iter().any(|prefix| {
+                let needle = format!("{prefix}{number}");
+                text.match_indices(&needle).any(|(at, _)| {
+                    let after = text[at + needle.len()..].chars().next();
+                    !after.is_some_and(|c| c.is_ascii_digit())
+                })
+            })
+        })
+        .collect()
+}
