@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,7 @@ pub struct Grace {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     close_stdout: bool,
+    data_dir: Option<PathBuf>,
 }
 
 impl Grace {
@@ -135,6 +137,13 @@ impl Grace {
         self
     }
 
+    /// Uses `dir` as `--data-dir` instead of a fresh one, so a restarted
+    /// node finds the journal of the one before.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Closes the read end of the node's stdout right after start, as a
     /// reader that went away would.
     pub fn with_stdout_closed(mut self) -> Self {
@@ -145,7 +154,10 @@ impl Grace {
     /// Starts the node.
     pub fn spawn(self) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data");
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         let mut command = Command::new(grace_bin());
         command
             .current_dir(dir.path())
@@ -308,7 +320,7 @@ impl Finished {
 
 impl Node {
     /// The node's working directory.
-    pub fn dir(&self) -> &std::path::Path {
+    pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
@@ -404,6 +416,20 @@ impl Node {
         }
     }
 
+    /// The exit status if the node has exited already.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, ...) to the node with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Closes the node's stdin (end of input).
     pub fn close_stdin(&mut self) {
         self.stdin.take();
@@ -411,11 +437,7 @@ impl Node {
 
     /// Sends SIGTERM to the node.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        self.signal("TERM");
     }
 
     /// Waits for the node to exit on its own (stdin is left as it is).

@@ -1,0 +1,506 @@
+//! The process around the node: how it ends (EOF, SIGTERM, SIGINT, a reader
+//! that closes stdout), its flags and environment variables, and the
+//! fixtures file that replaces the demo data.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::{Grace, body_text, parse_reply, request};
+
+fn echo(msg_id: u64) -> Value {
+    json!({"type": "echo", "msg_id": msg_id, "echo": msg_id})
+}
+
+/// Asserts that `lines` answer msg_ids 1, 2, ..., n in order, with no gap
+/// and no duplicate, and returns n.
+fn assert_in_order_prefix(lines: &[String]) -> u64 {
+    for (expected, line) in (1u64..).zip(lines) {
+        assert_eq!(
+            parse_reply(line)["body"]["in_reply_to"],
+            expected,
+            "replies must answer the requests read, in order: {line}"
+        );
+    }
+    lines.len() as u64
+}
+
+// ---------------------------------------------------------------------------
+// Ending.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn eof_without_any_input_exits_zero_and_writes_nothing() {
+    let finished = Grace::new().run(b"");
+    finished.assert_clean_exit();
+    assert!(finished.lines.is_empty(), "{:?}", finished.lines);
+}
+
+#[test]
+fn eof_exits_zero_after_answering_every_request() {
+    let input: String = (1..=50).map(|id| request(echo(id)) + "\n").collect();
+    let finished = Grace::new().run(input.as_bytes());
+    finished.assert_clean_exit();
+    assert_eq!(assert_in_order_prefix(&finished.lines), 50);
+}
+
+#[test]
+fn sigterm_mid_stream_exits_zero_with_every_reply_for_requests_already_read() {
+    let mut node = Grace::new().spawn();
+    for msg_id in 1..=10 {
+        node.send_body(echo(msg_id));
+    }
+    let replies: Vec<String> = (0..10).map(|_| node.recv_line()).collect();
+    assert_eq!(assert_in_order_prefix(&replies), 10);
+    // stdin stays open: the signal alone must end the node.
+    node.terminate();
+    let finished = node.wait();
+    finished.assert_clean_exit();
+    assert!(finished.lines.is_empty(), "{:?}", finished.lines);
+}
+
+#[test]
+fn sigterm_during_a_burst_answers_every_request_it_read_in_order() {
+    let mut node = Grace::new().spawn();
+    node.call(echo(1));
+    let burst: String = (2..=20_000).map(|id| request(echo(id)) + "\n").collect();
+    node.send_raw(burst.as_bytes()).expect("write burst");
+    node.terminate();
+    let finished = node.wait();
+    finished.assert_clean_exit();
+    // Replies 2..=k for some k: whatever was read is answered, in order,
+    // each once.
+    for (expected, line) in (2u64..).zip(&finished.lines) {
+        assert_eq!(parse_reply(line)["body"]["in_reply_to"], expected, "{line}");
+    }
+}
+
+#[test]
+fn sigint_ends_the_node_like_sigterm() {
+    let mut node = Grace::new().spawn();
+    let line = node.call(echo(1));
+    assert_eq!(parse_reply(&line)["body"]["in_reply_to"], 1);
+    node.signal("INT");
+    node.wait().assert_clean_exit();
+}
+
+#[test]
+fn orders_queued_before_sigterm_are_still_queued_after_a_restart() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut node = Grace::new().data_dir(data.path()).spawn();
+    node.call(
+        json!({"type": "set_service_health", "msg_id": 1, "service": "order", "available": false}),
+    );
+    for msg_id in 2..=6 {
+        let body = node
+            .call_body(json!({"type": "create_order", "msg_id": msg_id, "order": {"n": msg_id}}));
+        assert_eq!(body["status"], "queued", "{body}");
+    }
+    node.terminate();
+    node.wait().assert_clean_exit();
+    let mut restarted = Grace::new().data_dir(data.path()).spawn();
+    // The order service is up again: each order is pending or delivered.
+    let status = restarted.call_body(json!({"type": "get_status", "msg_id": 2}));
+    let survived = status["queue"]["depth"].as_u64().unwrap_or(0)
+        + status["queue"]["processed"].as_u64().unwrap_or(0);
+    assert_eq!(
+        survived, 5,
+        "every queued order survives the restart: {status}"
+    );
+    restarted.finish().assert_clean_exit();
+}
+
+#[test]
+fn node_exits_quietly_when_its_reader_closes_stdout() {
+    let mut node = Grace::new().with_stdout_closed().spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut msg_id = 0;
+    // Keep sending: each request makes the node write to the closed pipe.
+    while node.try_status().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "node kept running with stdout closed"
+        );
+        msg_id += 1;
+        let line = request(echo(msg_id)) + "\n";
+        if node.send_raw(line.as_bytes()).is_err() {
+            break; // the node is gone and so is its stdin
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let finished = node.wait();
+    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
+    assert!(
+        finished.status.success(),
+        "exit {}: {}",
+        finished.status,
+        finished.stderr
+    );
+}
+
+#[test]
+fn node_exits_quietly_when_stdout_is_closed_during_a_flood() {
+    let node = Grace::new().with_stdout_closed();
+    let input: String = (1..=20_000).map(|id| request(echo(id)) + "\n").collect();
+    let finished = node.run(input.as_bytes());
+    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// Flags and environment.
+// ---------------------------------------------------------------------------
+
+/// Each documented flag and the default the spec gives it.
+const DOCUMENTED_DEFAULTS: [(&str, &str); 9] = [
+    ("--failure-threshold", "5"),
+    ("--open-timeout-ms", "5000"),
+    ("--open-timeout-max-ms", "60000"),
+    ("--cache-max-stale-ms", "86400000"),
+    ("--cache-capacity", "100000"),
+    ("--data-dir", "./grace-data"),
+    ("--retry-base-ms", "100"),
+    ("--retry-max-ms", "30000"),
+    ("--max-attempts", "10"),
+];
+
+/// `--help` split into one block of text per option.
+fn help_blocks(help: &str) -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        let is_option = trimmed.starts_with('-') && line.len() > trimmed.len();
+        if is_option {
+            let long = trimmed
+                .split([',', ' ', '='])
+                .map(str::trim)
+                .find(|word| word.starts_with("--"))
+                .unwrap_or(trimmed)
+                .to_string();
+            blocks.push((long, line.to_string()));
+        } else if let Some((_, text)) = blocks.last_mut() {
+            text.push('\n');
+            text.push_str(line);
+        }
+    }
+    blocks
+}
+
+#[test]
+fn help_lists_every_flag_with_its_default() {
+    let output = Grace::output_of(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("help is UTF-8");
+    let blocks = help_blocks(&help);
+    for (flag, default) in DOCUMENTED_DEFAULTS {
+        let (_, text) = blocks
+            .iter()
+            .find(|(name, _)| name == flag)
+            .unwrap_or_else(|| panic!("--help does not list {flag}:\n{help}"));
+        assert!(
+            text.contains(&format!("[default: {default}]")),
+            "{flag} should show its default {default}:\n{text}"
+        );
+    }
+    for flag in ["--fixtures", "--log-level"] {
+        assert!(
+            blocks.iter().any(|(name, _)| name == flag),
+            "--help does not list {flag}"
+        );
+    }
+    // Every flag that takes a value says what it defaults to, and every flag
+    // names its GRACE_* environment variable.
+    for (flag, text) in &blocks {
+        if flag == "--help" || flag == "--version" {
+            continue;
+        }
+        let first_line = text.lines().next().unwrap_or("");
+        if first_line.contains('<') {
+            assert!(
+                text.to_lowercase().contains("default"),
+                "{flag} does not document its default:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("GRACE_"),
+            "{flag} does not name its environment variable:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn environment_variable_sets_the_failure_threshold() {
+    let mut node = Grace::new().env("GRACE_FAILURE_THRESHOLD", "2").spawn();
+    let line =
+        node.call(json!({"type": "get_user", "msg_id": 1, "user_id": 123, "force_failures": 2}));
+    assert_eq!(
+        body_text(&line),
+        r#"{"type":"user_response","in_reply_to":1,"user":{"id":123,"name":"John Doe"},"circuit_state":"open","from_cache":true}"#
+    );
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn command_line_flag_wins_over_the_environment() {
+    let mut node = Grace::new()
+        .env("GRACE_FAILURE_THRESHOLD", "2")
+        .args(["--failure-threshold", "3"])
+        .spawn();
+    let body = node
+        .call_body(json!({"type": "get_user", "msg_id": 1, "user_id": 123, "force_failures": 2}));
+    assert_eq!(body["circuit_state"], "closed", "{body}");
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn environment_variables_set_the_breaker_timeouts_and_cache_size() {
+    let mut node = Grace::new()
+        .env("GRACE_OPEN_TIMEOUT_MS", "1234")
+        .env("GRACE_CACHE_CAPACITY", "5000")
+        .spawn();
+    let status = node.call_body(json!({"type": "get_status", "msg_id": 1}));
+    assert_eq!(
+        status["circuits"]["user"]["open_timeout_ms"], 1234,
+        "{status}"
+    );
+    assert_eq!(status["cache"]["capacity"], 5000, "{status}");
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn invalid_flag_value_is_refused_at_start() {
+    for args in [
+        &["--failure-threshold", "0"][..],
+        &["--failure-threshold", "many"],
+        &["--open-timeout-ms", "-5"],
+        &["--no-such-flag"],
+    ] {
+        let output = Grace::output_of(args);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(output.stdout.is_empty(), "{args:?} wrote to stdout");
+        assert!(!output.stderr.is_empty(), "{args:?} gave no reason");
+    }
+}
+
+#[test]
+fn log_level_flag_quiets_stderr_and_stdout_carries_only_replies() {
+    let input = [
+        request(json!({"type": "get_user", "msg_id": 1, "user_id": 1, "force_failures": 5})),
+        request(json!({"type": "set_mode", "msg_id": 2, "cpu_usage": 99})),
+    ]
+    .join("\n");
+    let quiet = Grace::new()
+        .args(["--log-level", "error"])
+        .run(input.as_bytes());
+    quiet.assert_clean_exit();
+    assert!(
+        !quiet.stderr.contains("circuit"),
+        "info lines at --log-level error:\n{}",
+        quiet.stderr
+    );
+    let chatty = Grace::new()
+        .args(["--log-level", "trace"])
+        .run(input.as_bytes());
+    chatty.assert_clean_exit();
+    assert!(chatty.stderr.contains("open"), "{}", chatty.stderr);
+    assert_eq!(
+        chatty.lines.len(),
+        2,
+        "stdout has replies only: {:?}",
+        chatty.lines
+    );
+}
+
+#[test]
+fn breaker_transition_is_logged_on_stderr_with_its_reason() {
+    let input =
+        request(json!({"type": "get_user", "msg_id": 1, "user_id": 1, "force_failures": 5}));
+    let finished = Grace::new().run(input.as_bytes());
+    finished.assert_clean_exit();
+    let transition = finished
+        .stderr
+        .lines()
+        .find(|line| line.contains("closed") && line.contains("open") && line.contains("user"))
+        .unwrap_or_else(|| panic!("no transition logged:\n{}", finished.stderr));
+    assert!(
+        transition.contains('5'),
+        "the reason names the failures: {transition}"
+    );
+}
+
+#[test]
+fn journal_lives_in_the_data_dir() {
+    let mut node = Grace::new().spawn();
+    let status = node.call_body(json!({"type": "get_status", "msg_id": 1}));
+    let queue = &status["queue"];
+    assert_eq!(queue["durable"], true, "{status}");
+    let journal = PathBuf::from(queue["journal"].as_str().expect("journal path"));
+    let data_dir = node.dir().join("data");
+    assert!(
+        journal.starts_with(&data_dir),
+        "{journal:?} not under {data_dir:?}"
+    );
+    node.finish().assert_clean_exit();
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures.
+// ---------------------------------------------------------------------------
+
+/// Writes `text` to a fixtures file in its own tempdir.
+fn fixtures_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fixtures.json");
+    std::fs::write(&path, text).expect("write fixtures");
+    (dir, path)
+}
+
+const FIXTURES: &str = r#"{"users":[{"name":"Ada","id":1,"tier":"gold","tags":["a","b"]},{"id":"u2","name":"Grace"}],"products":[{"id":10,"name":"Pen","price":1.5},{"id":11,"name":"Paper"}]}"#;
+
+fn fixtures_node(text: &str) -> (tempfile::TempDir, support::Node) {
+    let (dir, path) = fixtures_file(text);
+    let node = Grace::new()
+        .args(["--fixtures".to_string(), path.display().to_string()])
+        .spawn();
+    (dir, node)
+}
+
+#[test]
+fn fixtures_serve_known_records_verbatim_with_their_extra_keys() {
+    let (_dir, mut node) = fixtures_node(FIXTURES);
+    let line = node.call(json!({"type": "get_user", "msg_id": 1, "user_id": 1}));
+    assert_eq!(
+        body_text(&line),
+        r#"{"type":"user_response","in_reply_to":1,"user":{"name":"Ada","id":1,"tier":"gold","tags":["a","b"]},"circuit_state":"closed","from_cache":false}"#
+    );
+    let line = node.call(json!({"type": "get_user", "msg_id": 2, "user_id": "u2"}));
+    assert_eq!(
+        parse_reply(&line)["body"]["user"],
+        json!({"id": "u2", "name": "Grace"})
+    );
+    let line = node.call(json!({"type": "get_product", "msg_id": 3, "product_id": 10}));
+    assert_eq!(
+        body_text(&line),
+        r#"{"type":"product_response","in_reply_to":3,"product":{"id":10,"name":"Pen","price":1.5},"_cached":false}"#
+    );
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn fixtures_unknown_id_is_not_found() {
+    let (_dir, mut node) = fixtures_node(FIXTURES);
+    let cases = [
+        json!({"type": "get_user", "msg_id": 1, "user_id": 123}),
+        json!({"type": "get_user", "msg_id": 2, "user_id": "1"}),
+        json!({"type": "get_product", "msg_id": 3, "product_id": 12}),
+    ];
+    for (msg_id, request) in (1u64..).zip(cases) {
+        let body = node.call_body(request);
+        assert_eq!(body["type"], "error", "{body}");
+        assert_eq!(body["in_reply_to"], msg_id);
+        assert_eq!(body["code"], 20, "{body}");
+    }
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn not_found_does_not_count_as_a_service_failure() {
+    let (_dir, mut node) = fixtures_node(FIXTURES);
+    for msg_id in 1..=10 {
+        let body = node.call_body(json!({"type": "get_user", "msg_id": msg_id, "user_id": 999}));
+        assert_eq!(body["code"], 20, "{body}");
+    }
+    let status = node.call_body(json!({"type": "get_status", "msg_id": 11}));
+    assert_eq!(status["circuits"]["user"]["state"], "closed", "{status}");
+    assert_eq!(
+        status["circuits"]["user"]["consecutive_failures"], 0,
+        "{status}"
+    );
+    let body = node.call_body(json!({"type": "get_user", "msg_id": 12, "user_id": 1}));
+    assert_eq!(body["from_cache"], false, "{body}");
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn fixtures_replace_the_demo_data_in_the_warm_cache() {
+    let (_dir, mut node) = fixtures_node(FIXTURES);
+    let line = node
+        .call(json!({"type": "get_user", "msg_id": 1, "user_id": 1, "service_unavailable": true}));
+    let body = parse_reply(&line)["body"].clone();
+    assert_eq!(body["from_cache"], true, "fixture records are warm: {line}");
+    assert_eq!(body["user"]["tier"], "gold");
+    // A demo id is not in the cache any more: no data anywhere.
+    let body = node.call_body(
+        json!({"type": "get_user", "msg_id": 2, "user_id": 123, "service_unavailable": true}),
+    );
+    assert_eq!(body["code"], 11, "{body}");
+    let status = node.call_body(json!({"type": "get_status", "msg_id": 3}));
+    assert_eq!(status["cache"]["entries"], 4, "{status}");
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn fixtures_feed_search_and_recommendations() {
+    let (_dir, mut node) = fixtures_node(FIXTURES);
+    let body = node.call_body(json!({"type": "search", "msg_id": 1, "query": "pAp"}));
+    assert_eq!(
+        body["results"],
+        json!([{"id": 11, "name": "Paper"}]),
+        "{body}"
+    );
+    let body = node.call_body(json!({"type": "get_recommendations", "msg_id": 2, "user_id": 1}));
+    let recommended = body["recommendations"].as_array().expect("list");
+    assert!(!recommended.is_empty(), "{body}");
+    assert!(
+        recommended.iter().all(|p| p["id"] == 10 || p["id"] == 11),
+        "{body}"
+    );
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+#[ignore = "bug: src/backend.rs from_fixtures_json keeps each record's raw text, so a pretty-printed fixtures file makes multi-line replies"]
+fn pretty_printed_fixtures_are_served_on_one_compact_line() {
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(FIXTURES).unwrap()).unwrap();
+    let (_dir, mut node) = fixtures_node(&pretty);
+    node.send_body(json!({"type": "get_user", "msg_id": 1, "user_id": "u2"}));
+    node.send_body(echo(2));
+    let first = node.recv_line();
+    assert_eq!(
+        body_text(&first),
+        r#"{"type":"user_response","in_reply_to":1,"user":{"id":"u2","name":"Grace"},"circuit_state":"closed","from_cache":false}"#
+    );
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn bad_fixtures_file_stops_the_node_with_a_reason() {
+    let bad = [
+        "{\"users\": [",
+        "not json",
+        "[1, 2]",
+        r#"{"users": [{"name": "no id"}]}"#,
+        r#"{"users": [{"id": 1.5}]}"#,
+        r#"{"users": {"id": 1}}"#,
+        r#"{"users": [], "pruducts": []}"#,
+    ];
+    for text in bad {
+        let (_dir, path) = fixtures_file(text);
+        let output = Grace::output_of(&["--fixtures", path.to_str().unwrap()]);
+        assert!(!output.status.success(), "accepted fixtures {text:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "fixtures {text:?} wrote to stdout"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("fixtures"),
+            "no reason for {text:?}: {stderr}"
+        );
+    }
+    let output = Grace::output_of(&["--fixtures", "/nonexistent/grace-fixtures.json"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("grace-fixtures.json"));
+}
