@@ -260,8 +260,17 @@ impl OrderQueue {
         self.index(stored, now);
     }
 
-    /// Accepts an order for later delivery, first attempt after the base
-    /// retry delay. Returns its position among pending requests (from 1).
+    /// Accepts an order for later delivery. Returns its position among
+    /// pending requests (from 1).
+    ///
+    /// An order that becomes the head waits the base retry delay: it is
+    /// queued because its own call just failed (or the breaker is open), so
+    /// calling again at once would only fail again. An order queued behind
+    /// others made no call of its own; it is due as soon as it reaches the
+    /// head. Otherwise, once the service is back, every order arriving
+    /// within a base delay of the one before would queue behind it, and a
+    /// steady stream of orders would keep being answered "queued" by a
+    /// healthy service.
     pub fn enqueue(
         &mut self,
         request_id: RequestId,
@@ -281,7 +290,12 @@ impl OrderQueue {
             was_queued: true,
         };
         self.writes.push(stored.clone());
-        self.index(stored, now + self.config.retry_base);
+        let first_attempt_at = if self.pending.is_empty() {
+            now + self.config.retry_base
+        } else {
+            now
+        };
+        self.index(stored, first_attempt_at);
         self.pending.len()
     }
 

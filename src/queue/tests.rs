@@ -214,6 +214,19 @@ fn only_the_oldest_request_is_due_and_its_backoff_holds_back_the_rest() {
 }
 
 #[test]
+fn order_queued_behind_others_is_due_as_soon_as_it_reaches_the_head() {
+    let mut queue = queue_with(config());
+    let t0 = Instant::now();
+    let (first, _) = accept(&mut queue, t0);
+    let (second, _) = accept(&mut queue, t0 + ms(90));
+    let due = t0 + DEFAULT_RETRY_BASE;
+    assert_eq!(queue.next_due(due, false), Some(first));
+    queue.record_delivered(first, "ord-1".into());
+    // `second` made no call of its own: no base delay to wait out.
+    assert_eq!(queue.next_due(due, false), Some(second));
+}
+
+#[test]
 fn ignoring_backoff_makes_the_head_due_at_once_but_only_the_head() {
     let mut queue = queue_with(config());
     let t0 = Instant::now();
@@ -433,6 +446,7 @@ fn recovery_resumes_pending_requests_in_arrival_order_due_at_once() {
         RecoveredQueue {
             orders,
             processed: 11,
+            ..RecoveredQueue::default()
         },
         now,
     );
@@ -464,6 +478,7 @@ fn request_ids_after_recovery_never_reuse_a_journalled_id() {
                 stored(3, OrderStatus::Queued),
             ],
             processed: 1,
+            ..RecoveredQueue::default()
         },
         now,
     );
