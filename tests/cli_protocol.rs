@@ -490,6 +490,46 @@ fn fresh_read_refreshes_the_cache_for_later_fallbacks() {
 }
 
 #[test]
+fn copies_older_than_max_stale_are_not_served() {
+    let mut node = Grace::new().args(["--cache-max-stale-ms", "100"]).spawn();
+    // The warm copies date from the node's start (its first message).
+    node.call(json!({"type": "echo", "msg_id": 1, "echo": 1}));
+    std::thread::sleep(Duration::from_millis(200));
+    let body = node.call_body(
+        json!({"type": "get_user", "msg_id": 2, "user_id": 123, "service_unavailable": true}),
+    );
+    assert_eq!(
+        body["code"], 11,
+        "a copy past --cache-max-stale-ms is no fallback: {body}"
+    );
+    // A fresh read gives a new copy, young enough to serve.
+    node.call(json!({"type": "get_user", "msg_id": 3, "user_id": 123}));
+    let line = node.call(
+        json!({"type": "get_user", "msg_id": 4, "user_id": 123, "service_unavailable": true}),
+    );
+    assert_eq!(body_text(&line), user_body(4, "closed", true));
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn cache_keeps_at_most_its_capacity_evicting_the_least_recently_used() {
+    let mut node = Grace::new().args(["--cache-capacity", "2"]).spawn();
+    for (msg_id, user_id) in [(1, 5001), (2, 5002), (3, 5001), (4, 5003)] {
+        let body =
+            node.call_body(json!({"type": "get_user", "msg_id": msg_id, "user_id": user_id}));
+        assert_eq!(body["from_cache"], false, "{body}");
+    }
+    let status = status(&mut node, 5);
+    assert_eq!(status["cache"]["entries"], 2, "{status}");
+    // 5002 was the least recently used when 5003 came in.
+    let down = |msg_id: u64, user_id: u64| json!({"type": "get_user", "msg_id": msg_id, "user_id": user_id, "service_unavailable": true});
+    assert_eq!(node.call_body(down(6, 5002))["code"], 11);
+    assert_eq!(node.call_body(down(7, 5001))["from_cache"], true);
+    assert_eq!(node.call_body(down(8, 5003))["from_cache"], true);
+    node.finish().assert_clean_exit();
+}
+
+#[test]
 fn success_in_closed_resets_the_failure_count() {
     let mut node = Grace::new().spawn();
     // 4 failures, then the request's own call succeeds and resets the count.

@@ -112,6 +112,7 @@ pub struct Grace {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     close_stdout: bool,
+    close_stderr: bool,
     data_dir: Option<PathBuf>,
 }
 
@@ -148,6 +149,13 @@ impl Grace {
     /// reader that went away would.
     pub fn with_stdout_closed(mut self) -> Self {
         self.close_stdout = true;
+        self
+    }
+
+    /// Closes the read end of the node's stderr right after start, as a
+    /// supervisor that stopped collecting logs would.
+    pub fn with_stderr_closed(mut self) -> Self {
+        self.close_stderr = true;
         self
     }
 
@@ -200,21 +208,26 @@ impl Grace {
         let stderr_text = Arc::new(Mutex::new(Vec::new()));
         let mut stderr = child.stderr.take().expect("stderr piped");
         let collected = Arc::clone(&stderr_text);
-        let stderr_reader = thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            loop {
-                match stderr.read(&mut buffer) {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
+        let stderr_reader = if self.close_stderr {
+            drop(stderr);
+            None
+        } else {
+            Some(thread::spawn(move || {
+                let mut buffer = [0u8; 8192];
+                loop {
+                    match stderr.read(&mut buffer) {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
+                    }
                 }
-            }
-        });
+            }))
+        };
         Node {
             child,
             stdin,
             replies,
             stdout_reader,
-            stderr_reader: Some(stderr_reader),
+            stderr_reader,
             stderr: stderr_text,
             dir,
         }
