@@ -270,7 +270,6 @@ fn json_array_line_is_logged_and_skipped() {
 }
 
 #[test]
-#[ignore = "bug: src/protocol/mod.rs parse_request deserializes the Envelope struct from a JSON array too (serde's derived seq form), so [src, dest, body] is answered"]
 fn json_array_shaped_like_an_envelope_is_not_a_message() {
     assert_skipped_and_logged_once(br#"["client","api",{"type":"echo","msg_id":2,"echo":2}]"#);
 }
@@ -415,6 +414,43 @@ fn one_megabyte_object_that_never_closes_is_dropped_at_the_next_message() {
     assert_skipped_and_logged_once(&unterminated);
 }
 
+/// Line 2 is a message of about 5 KB: over a `--max-message-bytes` of 1000.
+fn assert_over_limit_message_skipped(message: &str) {
+    let input = format!("{}\n{message}\n{}\n", echo(1), echo(3));
+    let finished = Grace::new()
+        .args(["--max-message-bytes", "1000"])
+        .run(input.as_bytes());
+    finished.assert_clean_exit();
+    let answered: Vec<Value> = finished
+        .bodies()
+        .iter()
+        .map(|b| b["in_reply_to"].clone())
+        .collect();
+    assert_eq!(answered, [json!(1), json!(3)]);
+    assert_eq!(
+        stderr_lines_about_input_line(&finished.stderr, 2).len(),
+        1,
+        "{}",
+        finished.stderr
+    );
+}
+
+#[test]
+fn pretty_printed_message_longer_than_max_message_bytes_is_skipped() {
+    let message = format!(
+        "{{\n  \"src\": \"client\",\n  \"dest\": \"api\",\n  \"body\": {{\"type\": \"echo\", \"msg_id\": 2,\n  \"echo\": \"{}\"}}\n}}",
+        "y".repeat(5000)
+    );
+    assert_over_limit_message_skipped(&message);
+}
+
+#[test]
+#[ignore = "bug: src/protocol/framing.rs push hands a line that arrives whole in one read chunk to complete_line without checking max_message_bytes, so the limit only applies to lines split across 64 KiB reads"]
+fn compact_message_longer_than_max_message_bytes_is_skipped() {
+    let message = request(json!({"type": "echo", "msg_id": 2, "echo": "x".repeat(5000)}));
+    assert_over_limit_message_skipped(&message);
+}
+
 #[test]
 fn deeply_nested_arrays_are_skipped() {
     let depth = 100_000;
@@ -458,7 +494,6 @@ fn deeply_nested_field_value_is_malformed() {
 }
 
 #[test]
-#[ignore = "bug: src/handlers/echo.rs echoes a RawValue with no depth limit, so a 100k-deep echo value comes back as a reply no depth-limited JSON parser (serde_json, Python json) can read"]
 fn deeply_nested_echo_value_gets_a_reply_a_json_parser_can_read() {
     let depth = 100_000;
     let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
