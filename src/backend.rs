@@ -10,7 +10,7 @@
 //! The backend counts the calls that reach each service, so tests can check
 //! that an open breaker really stops calling.
 
-use crate::protocol::RecordId;
+use crate::protocol::{self, RecordId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
@@ -163,22 +163,37 @@ fn demo_record(id: &RecordId, name: &str) -> Record {
 }
 
 /// The order service: takes an order under a delivery key and returns its
-/// order id. Like a well-behaved remote API it is idempotent on the key, and
-/// it derives the order id from the key, so a delivery repeated after a
-/// crash finds the same order instead of making a second one.
+/// order id. Like a well-behaved remote API it is idempotent on the key
+/// (grace passes the client's idempotency key down), and it derives the
+/// order id from the key, so a delivery repeated after a crash, or a
+/// client's retry of a create whose reply was lost, finds the same order
+/// instead of making a second one.
 #[derive(Default)]
 struct OrderService {
-    created: HashSet<u64>,
+    created: HashSet<String>,
     repeated_deliveries: u64,
 }
 
 impl OrderService {
-    fn create(&mut self, delivery_key: u64) -> String {
-        if !self.created.insert(delivery_key) {
+    fn create(&mut self, delivery_key: &str) -> String {
+        if self.created.contains(delivery_key) {
             self.repeated_deliveries += 1;
+        } else {
+            self.created.insert(delivery_key.to_owned());
         }
-        format!("ord-{delivery_key}")
+        order_id_for(delivery_key)
     }
+}
+
+/// `ord-` and the 64-bit FNV-1a hash of the delivery key, in hex: stable
+/// across restarts and releases, distinct for distinct keys in practice.
+pub fn order_id_for(delivery_key: &str) -> String {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0100_0000_01b3;
+    let hash = delivery_key.bytes().fold(FNV_OFFSET, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+    });
+    format!("ord-{hash:016x}")
 }
 
 /// The three simulated services and their health.
@@ -226,7 +241,7 @@ impl Backend {
                 let WithId { id } = serde_json::from_str(record.get()).map_err(|err| {
                     format!("{kind}[{position}] needs an \"id\" (integer or string): {err}")
                 })?;
-                with_ids.push((id, Record::from(record)));
+                with_ids.push((id, record_from_json(protocol::compact_json(record.get()))));
             }
             Ok(Directory::fixed(with_ids))
         }
@@ -273,7 +288,7 @@ impl Backend {
     /// Calls the order service to create the order under `delivery_key`.
     pub fn create_order(
         &mut self,
-        delivery_key: u64,
+        delivery_key: &str,
         down_for_this_call: bool,
     ) -> Result<String, ServiceDown> {
         self.reach(Service::Order, down_for_this_call)?;
@@ -375,6 +390,19 @@ mod tests {
     }
 
     #[test]
+    fn pretty_printed_fixtures_are_served_compact_with_strings_intact() {
+        let json = "{\"users\": [\n  {\"id\": 1,\n   \"name\": \"Ada \\\" Lovelace\\\\\",\n   \"tags\": [\"a b\"]}\n]}";
+        let mut backend = Backend::from_fixtures_json(json).unwrap();
+        let ada = backend
+            .fetch(Service::User, &RecordId::Int(1), false)
+            .unwrap();
+        assert_eq!(
+            ada.unwrap().get(),
+            r#"{"id":1,"name":"Ada \" Lovelace\\","tags":["a b"]}"#
+        );
+    }
+
+    #[test]
     fn fixtures_without_ids_are_rejected_with_the_position() {
         let err = Backend::from_fixtures_json(r#"{"users":[{"name":"x"}]}"#)
             .err()
@@ -386,19 +414,23 @@ mod tests {
     fn sticky_outage_fails_every_call_until_recovered() {
         let mut backend = Backend::demo();
         backend.set_available(Service::Order, false);
-        assert_eq!(backend.create_order(1, false), Err(ServiceDown));
+        assert_eq!(backend.create_order("k1", false), Err(ServiceDown));
         backend.set_available(Service::Order, true);
-        assert_eq!(backend.create_order(1, false).unwrap(), "ord-1");
+        assert_eq!(
+            backend.create_order("k1", false).unwrap(),
+            order_id_for("k1")
+        );
         assert_eq!(backend.calls(Service::Order), 2);
     }
 
     #[test]
     fn repeated_delivery_returns_the_same_order() {
         let mut backend = Backend::demo();
-        let first = backend.create_order(7, false).unwrap();
-        let again = backend.create_order(7, false).unwrap();
+        let first = backend.create_order("k7", false).unwrap();
+        let again = backend.create_order("k7", false).unwrap();
         assert_eq!(first, again);
-        assert_eq!(backend.orders_created(), 1);
+        assert_ne!(first, backend.create_order("k8", false).unwrap());
+        assert_eq!(backend.orders_created(), 2);
         assert_eq!(backend.repeated_order_deliveries(), 1);
     }
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod handlers;
 pub mod load_mode;
 pub mod node;
+pub mod planted_bug;
 pub mod protocol;
 pub mod queue;
 pub mod runtime;

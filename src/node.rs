@@ -13,6 +13,7 @@ use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Transition};
 use crate::cache::{self, FallbackCache};
 use crate::handlers;
 use crate::load_mode::LoadShedder;
+use crate::planted_bug::{PlantedBug, is_planted};
 use crate::protocol::reply::{self, ReplyBody, ReplyTo};
 use crate::protocol::{self, RecordId, Rejected, Request, RequestError};
 use crate::queue::journal::JournalInfo;
@@ -168,6 +169,9 @@ impl Node {
 
     /// Writes `fields` as the reply to `request`.
     pub(crate) fn reply<B: ReplyBody>(&mut self, request: &Request<'_>, fields: &B) {
+        if is_planted(PlantedBug::DropReply) && request.msg_id.is_some_and(|id| id % 7 == 3) {
+            return;
+        }
         let to = reply_to(self.node_id.as_deref(), request);
         reply::write_reply(&mut self.outbox, to, fields);
     }
@@ -216,7 +220,12 @@ impl Node {
             if !self.call_permitted(Service::Order, now) {
                 break;
             }
-            match self.backend.create_order(request_id, false) {
+            let delivery_key = self
+                .queue
+                .find_by_request_id(request_id)
+                .expect("pending order is known")
+                .delivery_key();
+            match self.backend.create_order(&delivery_key, false) {
                 Ok(order_id) => {
                     self.record_outcome(Service::Order, Ok(()), now);
                     tracing::debug!(request_id, %order_id, "queued order delivered");
@@ -246,6 +255,7 @@ impl Node {
             self.note_transition(service, transition);
         }
         self.breakers[service.index()].state() != BreakerState::Open
+            || is_planted(PlantedBug::CallThroughOpenBreaker)
     }
 
     /// Feeds a call's outcome to `service`'s breaker.
@@ -295,6 +305,11 @@ impl Node {
                     let Some(record) = found else {
                         return Ok(None);
                     };
+                    if is_planted(PlantedBug::CacheWhileServiceUp)
+                        && let Some(copy) = self.cache.fallback(service, id, now)
+                    {
+                        return Ok(Some(ReadOutcome::Cached(copy.record)));
+                    }
                     self.cache.store(service, id.clone(), record.clone(), now);
                     return Ok(Some(ReadOutcome::Fresh(record)));
                 }

@@ -5,6 +5,7 @@
 
 use crate::backend::{Service, ServiceDown};
 use crate::node::Node;
+use crate::planted_bug::{PlantedBug, is_planted};
 use crate::protocol::reply::ReplyBody;
 use crate::protocol::{RecordId, Request, RequestError};
 use crate::queue::{OrderStatus, RequestId, StoredOrder};
@@ -88,15 +89,22 @@ impl OrderResponse {
 }
 
 /// The key that makes a repeat recognisable: the client's own, or else the
-/// request's `src` and `msg_id` (none when there is no `msg_id`). The two
-/// kinds are namespaced so they cannot collide.
+/// request's `src` and `msg_id`; none when the request has neither. It is
+/// also the key the order service deduplicates on, so a client retrying a
+/// create whose reply was lost in a crash finds its first order. The kinds
+/// are namespaced so they cannot collide.
 fn idempotency_key(request: &Request<'_>, explicit: Option<RecordId>) -> Option<String> {
-    match explicit {
-        Some(key) => Some(format!("key:{}", serde_json::to_string(&key).ok()?)),
-        None => request
-            .msg_id
-            .map(|msg_id| format!("msg:{}:{msg_id}", request.src)),
+    match (explicit, request.msg_id) {
+        (Some(key), _) => Some(format!("key:{}", serde_json::to_string(&key).ok()?)),
+        (None, Some(msg_id)) => Some(format!("msg:{}:{msg_id}", request.src)),
+        (None, None) => None,
     }
+}
+
+/// The delivery key of a request no client can repeat: unique across
+/// restarts through the journal's epoch.
+fn anonymous_key(epoch: u64, request_id: RequestId) -> String {
+    format!("anon:{epoch}:{request_id}")
 }
 
 pub fn handle(
@@ -114,7 +122,8 @@ pub fn handle(
         return Err(RequestError::malformed("order: must be an object"));
     }
     let key = idempotency_key(request, explicit_key);
-    if let Some(existing) = key.as_deref().and_then(|key| node.queue.find_by_key(key)) {
+    let repeat = key.as_deref().and_then(|key| node.queue.find_by_key(key));
+    if let Some(existing) = repeat.filter(|_| !is_planted(PlantedBug::IgnoreIdempotencyKey)) {
         return Ok(OrderResponse::for_existing(node, existing));
     }
     let faults = super::faults(force_failures, service_unavailable);
@@ -123,18 +132,21 @@ pub fn handle(
     // when nothing is waiting in it.
     node.deliver_due(now, false);
     let request_id = node.queue.allocate_request_id();
+    let key = key.unwrap_or_else(|| anonymous_key(node.queue.epoch(), request_id));
     if node.queue.depth() == 0 && node.call_permitted(Service::Order, now) {
-        match node.backend.create_order(request_id, service_unavailable) {
+        match node.backend.create_order(&key, service_unavailable) {
             Ok(order_id) => {
                 node.record_outcome(Service::Order, Ok(()), now);
                 node.queue
-                    .record_created_directly(request_id, key, order_id.clone(), now);
+                    .record_created_directly(request_id, Some(key), order_id.clone(), now);
                 return Ok(OrderResponse::created(order_id));
             }
             Err(ServiceDown) => node.record_outcome(Service::Order, Err(ServiceDown), now),
         }
     }
-    let position = node.queue.enqueue(request_id, key, Arc::from(order), now);
+    let position = node
+        .queue
+        .enqueue(request_id, Some(key), Arc::from(order), now);
     tracing::debug!(request_id, position, "order queued");
     Ok(OrderResponse::queued(request_id, position))
 }

@@ -8,8 +8,10 @@
 //!
 //! Framing never fails the stream. A line longer than the message limit is
 //! skipped up to its newline; an object that never closes is abandoned as
-//! soon as a new object starts at column 0 (where every message starts,
-//! compact or pretty), so one bad message cannot swallow the ones after it.
+//! soon as a whole one-line object starts at column 0 (where compact
+//! messages start), so one bad message cannot swallow the compact messages
+//! after it. (Pretty-printed messages after it are gathered into it and
+//! skipped with it, up to the size limit.)
 
 /// Default limit on one message's size, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -191,6 +193,10 @@ impl Framer {
         if line.is_empty() {
             return;
         }
+        if line.len() > self.max_message_bytes {
+            on_frame(Frame::Oversized { line: line_no });
+            return;
+        }
         if self.skipping_object {
             if line[0] != b'{' {
                 return;
@@ -226,24 +232,18 @@ impl Framer {
         line_no: u64,
         on_frame: &mut impl FnMut(Frame<'_>),
     ) {
-        let gathering = self.gathering.as_mut().expect("gathering");
-        let line = trim_line(&pending[start..]);
-        if line.first() == Some(&b'{') && pending[start] == b'{' {
-            // A new message at column 0: the open one will never close.
-            on_frame(Frame::Unterminated {
-                line: gathering.first_line,
-            });
-            self.gathering = None;
-            let line = pending[start..].to_vec();
+        if pending[start] == b'{' && looks_complete(trim_line(&pending[start..])) {
+            // A whole object at column 0 is the next message: the open one
+            // will never close. (A lone `{` may be a nested object of a
+            // message pretty-printed without indentation, so it is not.)
+            let first_line = self.gathering.take().expect("gathering").first_line;
+            on_frame(Frame::Unterminated { line: first_line });
+            self.complete_line(&pending[start..], line_no, on_frame);
             pending.clear();
-            self.pending.clear();
-            self.pending_line_start = 0;
-            self.complete_line(&line, line_no, on_frame);
-            if self.gathering.is_some() {
-                *pending = std::mem::take(&mut self.pending);
-            }
             return;
         }
+        let gathering = self.gathering.as_mut().expect("gathering");
+        let line = trim_line(&pending[start..]);
         gathering.nesting.scan(line);
         if pending.len() > self.max_message_bytes {
             on_frame(Frame::Oversized {
@@ -383,6 +383,18 @@ mod tests {
     }
 
     #[test]
+    fn unindented_nested_object_at_column_zero_stays_in_its_message() {
+        let input = "{\n\"src\": \"c\",\n\"body\": {\n\"items\": [\n{\n\"x\": 1\n}\n]\n}\n}\n";
+        let out = frames(input);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let Owned::Message(1, text) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value["body"]["items"][0]["x"], 1);
+    }
+
+    #[test]
     fn unterminated_object_is_abandoned_when_the_next_message_starts() {
         let out = frames("{\"a\": [1,\n{\"b\":2}\n");
         assert_eq!(
@@ -402,6 +414,15 @@ mod tests {
         let out = frames_of(&chunks, 50);
         assert_eq!(
             out,
+            vec![Owned::Oversized(1), Owned::Message(2, "{\"a\":1}".into())]
+        );
+    }
+
+    #[test]
+    fn oversized_line_arriving_whole_is_skipped_too() {
+        let input = format!("{{\"x\":\"{}\"}}\n{{\"a\":1}}\n", "y".repeat(100));
+        assert_eq!(
+            frames_of(&[input.as_bytes()], 50),
             vec![Owned::Oversized(1), Owned::Message(2, "{\"a\":1}".into())]
         );
     }

@@ -101,6 +101,10 @@ struct BodyHead<'a> {
 
 /// Parses one framed message.
 pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
+    // serde would also read a struct from a JSON array; a message is an object.
+    if message.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Rejected::Unaddressable("not a JSON object".into()));
+    }
     let envelope: Envelope = serde_json::from_slice(message)
         .map_err(|err| Rejected::Unaddressable(format!("not a valid message: {err}")))?;
     let Some(src) = envelope.src else {
@@ -189,6 +193,31 @@ fn parse_msg_id(raw: &RawValue) -> Result<Option<u64>, RequestError> {
         .map_err(|_| RequestError::malformed("msg_id: must be a non-negative integer"))
 }
 
+/// `json` (valid JSON) without the whitespace between tokens, keys in
+/// their order: a value that arrived pretty-printed (a fixture, an echo)
+/// must still go out on one reply line.
+pub fn compact_json(json: &str) -> String {
+    let mut compact = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c.is_ascii_whitespace() {
+            continue;
+        } else {
+            in_string = c == '"';
+        }
+        compact.push(c);
+    }
+    compact
+}
+
 /// The id of a user, product or order record as the client wrote it: a JSON
 /// integer or a string. It is echoed back exactly as given, so `123` and
 /// `"123"` are different records.
@@ -248,7 +277,9 @@ mod tests {
         assert!(rejected_reason(r#"{"dest":"n1","body":{"type":"echo"}}"#).contains("src"));
         assert!(rejected_reason(r#"{"src":"c","body":[1]}"#).contains("object"));
         assert!(rejected_reason(r#"{"src":"c"}"#).contains("body"));
-        assert!(rejected_reason("not json").contains("not a valid message"));
+        assert!(rejected_reason("not json").contains("not a JSON object"));
+        assert!(rejected_reason("{not json").contains("not a valid message"));
+        assert!(rejected_reason(r#"["c","n",{"type":"echo"}]"#).contains("object"));
         assert!(rejected_reason(r#"{"src":"c","body":{"x":1}}"#).contains("type"));
     }
 

@@ -144,7 +144,14 @@ impl SqliteJournal {
             order_history: order_history.max(1),
             created_since_compaction: 0,
         };
-        let recovered = journal.load()?;
+        let mut recovered = journal.load()?;
+        recovered.epoch = journal.conn.query_row(
+            "INSERT INTO meta (name, value) VALUES ('epoch', 1)
+             ON CONFLICT(name) DO UPDATE SET value = value + 1
+             RETURNING value",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? as u64;
         Ok((journal, recovered))
     }
 
@@ -210,7 +217,11 @@ impl SqliteJournal {
                 .iter()
                 .filter(|order| order.was_queued && order.status == OrderStatus::Created)
                 .count() as u64;
-        Ok(RecoveredQueue { orders, processed })
+        Ok(RecoveredQueue {
+            orders,
+            processed,
+            epoch: 0,
+        })
     }
 
     /// Writes `rows` in one transaction: one fsync however many rows.
@@ -333,6 +344,15 @@ mod tests {
             vec![row(1, OrderStatus::Created), row(2, OrderStatus::Queued)]
         );
         assert_eq!(recovered.processed, 1);
+    }
+
+    #[test]
+    fn each_opening_has_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let epochs: Vec<u64> = (0..3)
+            .map(|_| SqliteJournal::open(dir.path(), "n1", 100).unwrap().1.epoch)
+            .collect();
+        assert_eq!(epochs, vec![1, 2, 3]);
     }
 
     #[test]
