@@ -665,7 +665,23 @@ fn failed_probe_reopens_the_breaker_with_a_doubled_timeout() {
     assert_eq!(body_text(&line), user_body(5, "closed", false));
     let body = status(&mut node, 6);
     assert_eq!(body["circuits"]["user"]["open_timeout_ms"], 200, "{body}");
-    node.finish().assert_clean_exit();
+    let finished = node.finish();
+    finished.assert_clean_exit();
+    // Every transition is on stderr: closed→open, open→half_open (twice),
+    // half_open→open after the failed probe, half_open→closed.
+    let transitions: Vec<&str> = finished
+        .stderr
+        .lines()
+        .filter(|line| line.contains("user"))
+        .filter(|line| line.contains("half_open") || line.contains("open"))
+        .filter(|line| !line.contains("journal"))
+        .collect();
+    assert!(transitions.len() >= 5, "{}", finished.stderr);
+    assert!(
+        transitions.iter().any(|line| line.contains("probe")),
+        "the failed probe is named as the reason: {}",
+        finished.stderr
+    );
 }
 
 #[test]
