@@ -9,6 +9,7 @@
 //! The breaker reads no clock: every method takes the current instant, so
 //! the timeouts are tested by passing instants, never by sleeping.
 
+use crate::planted_bug::{PlantedBug, is_planted};
 use serde::Serialize;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -172,6 +173,14 @@ impl CircuitBreaker {
 
     /// Moves `open` to `half_open` once its wait has passed.
     pub fn poll(&mut self, now: Instant) -> Option<Transition> {
+        if is_planted(PlantedBug::CloseWithoutProbe)
+            && matches!(self.state, State::Open { until } if now >= until)
+        {
+            let closed = State::Closed {
+                consecutive_failures: 0,
+            };
+            return Some(self.transition(closed, TransitionReason::OpenTimeoutElapsed));
+        }
         match self.state {
             State::Open { until } if now >= until => {
                 Some(self.transition(State::HalfOpen, TransitionReason::OpenTimeoutElapsed))

@@ -22,3 +22,5 @@ pub mod planted_bug;
 pub mod protocol;
 pub mod queue;
 pub mod runtime;
+#[cfg(test)]
+mod simulation;

@@ -13,6 +13,8 @@ pub enum PlantedBug {
     DropReply,
     /// An open breaker lets calls through.
     CallThroughOpenBreaker,
+    /// An open breaker closes when its wait is over, skipping the probe.
+    CloseWithoutProbe,
     /// Reads are answered from the cache although the service answered.
     CacheWhileServiceUp,
     /// A queued order's journal row is never committed, so a restart loses it.
