@@ -14,7 +14,7 @@ use crate::cache::{self, FallbackCache};
 use crate::handlers;
 use crate::load_mode::LoadShedder;
 use crate::planted_bug::{PlantedBug, is_planted};
-use crate::protocol::reply::{self, ReplyBody, ReplyTo};
+use crate::protocol::reply::{self, ReplyBody, ReplyTo, UNNAMED_NODE_ID};
 use crate::protocol::{self, RecordId, Rejected, Request, RequestError};
 use crate::queue::journal::JournalInfo;
 use crate::queue::{OrderQueue, OrderStatus, QueueConfig, RecoveredQueue, StoredOrder};
@@ -66,7 +66,9 @@ pub enum ReadOutcome {
 /// request's `dest`) back to the request's `src`.
 fn reply_to<'a>(node_id: Option<&'a str>, request: &'a Request<'_>) -> ReplyTo<'a> {
     ReplyTo {
-        node_id: node_id.or(request.dest.as_deref()).unwrap_or(""),
+        node_id: node_id
+            .or(request.dest.as_deref())
+            .unwrap_or(UNNAMED_NODE_ID),
         client: &request.src,
         in_reply_to: request.msg_id,
     }
@@ -146,7 +148,11 @@ impl Node {
                 error,
             }) => {
                 let to = ReplyTo {
-                    node_id: self.node_id.as_deref().or(dest.as_deref()).unwrap_or(""),
+                    node_id: self
+                        .node_id
+                        .as_deref()
+                        .or(dest.as_deref())
+                        .unwrap_or(UNNAMED_NODE_ID),
                     client: &src,
                     in_reply_to: msg_id,
                 };

@@ -14,6 +14,7 @@
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::node::Node;
+use crate::protocol::reply::UNNAMED_NODE_ID;
 use crate::protocol::{self, framing::Frame, framing::Framer};
 use crate::queue::RecoveredQueue;
 use crate::queue::journal::{JournalInfo, SqliteJournal};
@@ -31,8 +32,6 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 const CHANNEL_CHUNKS: usize = 64;
 /// Replies buffered before they are written even though input keeps coming.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// Node id used for the journal when no message names one.
-pub const FALLBACK_NODE_ID: &str = "grace";
 
 enum Event {
     Input(Vec<u8>),
@@ -231,12 +230,8 @@ impl Runtime {
         match frame {
             Frame::Message { line, bytes } => {
                 if self.node.is_none() {
-                    let Some(node_id) = protocol::node_id_hint(bytes) else {
-                        // Not addressable: nothing to build a node for yet.
-                        tracing::warn!(line, "skipping input: not a valid message");
-                        return;
-                    };
-                    self.start_node(&node_id);
+                    let node_id = protocol::node_id_hint(bytes);
+                    self.start_node(node_id.as_deref().unwrap_or(UNNAMED_NODE_ID));
                 }
                 let node = self.node.as_mut().expect("node started");
                 node.handle_message(bytes, line, now);

@@ -16,6 +16,9 @@
 /// Default limit on one message's size, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Files saved by some Windows editors start with one; it is not JSON.
+const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
 /// What the framer found in the stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -28,17 +31,22 @@ pub enum Frame<'a> {
     Unterminated { line: u64 },
 }
 
-/// Tracks bracket depth across the lines of a multi-line object, aware of
-/// strings and escapes so a `{` inside a string does not count.
-#[derive(Debug, Default, Clone, Copy)]
-struct Nesting {
-    depth: usize,
+/// Follows the structure of JSON text across the lines of a multi-line
+/// object: which brackets are open, whether a string is, and what the last
+/// token was, so a `{` inside a string does not count and a `{` at column 0
+/// can be told apart (a nested value, or the next message).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Nesting {
+    open: Vec<u8>,
+    deepest: usize,
     in_string: bool,
     escaped: bool,
+    /// The last byte outside strings that was not whitespace.
+    last_token: u8,
 }
 
 impl Nesting {
-    fn scan(&mut self, bytes: &[u8]) {
+    pub(crate) fn scan(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             if self.in_string {
                 if self.escaped {
@@ -52,15 +60,37 @@ impl Nesting {
             }
             match byte {
                 b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                b'{' | b'[' => {
+                    self.open.push(byte);
+                    self.deepest = self.deepest.max(self.open.len());
+                }
+                b'}' | b']' => {
+                    self.open.pop();
+                }
                 _ => {}
+            }
+            if !byte.is_ascii_whitespace() {
+                self.last_token = byte;
             }
         }
     }
 
     fn is_open(&self) -> bool {
-        self.depth > 0
+        !self.open.is_empty()
+    }
+
+    /// Whether JSON allows a value next: after `:`, `[`, or `,` in an array.
+    fn expects_value(&self) -> bool {
+        match self.last_token {
+            b':' | b'[' => true,
+            b',' => self.open.last() == Some(&b'['),
+            _ => false,
+        }
+    }
+
+    /// The deepest nesting seen.
+    pub(crate) fn deepest(&self) -> usize {
+        self.deepest
     }
 }
 
@@ -190,6 +220,7 @@ impl Framer {
     /// A whole line that is not part of a multi-line object.
     fn complete_line(&mut self, line: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
         let line = trim_line(line);
+        let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(line);
         if line.is_empty() {
             return;
         }
@@ -232,14 +263,25 @@ impl Framer {
         line_no: u64,
         on_frame: &mut impl FnMut(Frame<'_>),
     ) {
-        if pending[start] == b'{' && looks_complete(trim_line(&pending[start..])) {
-            // A whole object at column 0 is the next message: the open one
-            // will never close. (A lone `{` may be a nested object of a
-            // message pretty-printed without indentation, so it is not.)
-            let first_line = self.gathering.take().expect("gathering").first_line;
-            on_frame(Frame::Unterminated { line: first_line });
-            self.complete_line(&pending[start..], line_no, on_frame);
+        let gathering = self.gathering.as_ref().expect("gathering");
+        let line = trim_line(&pending[start..]);
+        let next_message =
+            pending[start] == b'{' && (looks_complete(line) || !gathering.nesting.expects_value());
+        if next_message {
+            // An object at column 0 where the open one cannot take a value
+            // (or a whole one-line object) is the next message: the open
+            // one will never close. A `{` where a value may go is nested.
+            on_frame(Frame::Unterminated {
+                line: gathering.first_line,
+            });
+            self.gathering = None;
+            let line = pending[start..].to_vec();
             pending.clear();
+            self.complete_line(&line, line_no, on_frame);
+            if self.gathering.is_some() {
+                // It opened a multi-line object of its own.
+                *pending = std::mem::take(&mut self.pending);
+            }
             return;
         }
         let gathering = self.gathering.as_mut().expect("gathering");
@@ -284,6 +326,13 @@ fn looks_complete(line: &[u8]) -> bool {
         })
         .sum();
     line.last() == Some(&b'}') && balance == 0
+}
+
+/// How deeply `json` nests, strings taken into account.
+pub(crate) fn nesting_depth(json: &[u8]) -> usize {
+    let mut nesting = Nesting::default();
+    nesting.scan(json);
+    nesting.deepest()
 }
 
 /// Strips surrounding whitespace, including a `\r` before the newline.
@@ -392,6 +441,34 @@ mod tests {
         };
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(value["body"]["items"][0]["x"], 1);
+    }
+
+    #[test]
+    fn truncated_message_does_not_swallow_pretty_messages_after_it() {
+        let pretty = "{\n\"src\": \"c\",\n\"body\": {\n\"t\": 1\n}\n}\n";
+        for truncated in [
+            "{\n\"src\": \"c\",\n\"body\": {\n\"msg_id\": 1,\n",
+            "{\n\"body\": {\n",
+        ] {
+            let out = frames(&format!("{truncated}{pretty}"));
+            assert_eq!(out[0], Owned::Unterminated(1), "{out:?}");
+            assert!(matches!(out[1], Owned::Message(..)), "{out:?}");
+            assert_eq!(out.len(), 2, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn byte_order_mark_before_the_first_message_is_ignored() {
+        assert_eq!(
+            frames("\u{feff}{\"a\":1}\n"),
+            vec![Owned::Message(1, "{\"a\":1}".into())]
+        );
+    }
+
+    #[test]
+    fn nesting_depth_ignores_brackets_in_strings() {
+        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[["}]}"#), 3);
+        assert_eq!(nesting_depth(b"1"), 0);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 use super::{ErrorCode, RequestError};
 use serde::Serialize;
 
+/// This node's id when neither `init` nor the request's `dest` names it
+/// (also the journal's name then).
+pub const UNNAMED_NODE_ID: &str = "grace";
+
 /// A handler's reply body: its fields, plus the `type` it goes out as.
 pub trait ReplyBody: Serialize {
     /// The reply's `type` on the wire.
