@@ -849,16 +849,7 @@ fn committed(rows: impl IntoIterator<Item = StoredOrder>) -> RecoveredQueue {
     for row in rows {
         by_id.insert(row.request_id, row);
     }
-    let orders: Vec<StoredOrder> = by_id.into_values().collect();
-    let processed = orders
-        .iter()
-        .filter(|order| order.was_queued && order.status == OrderStatus::Created)
-        .count() as u64;
-    RecoveredQueue {
-        orders,
-        processed,
-        ..RecoveredQueue::default()
-    }
+    RecoveredQueue::from_rows(by_id.into_values().collect(), 0, 0)
 }
 
 fn durable() -> JournalInfo {

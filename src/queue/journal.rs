@@ -212,16 +212,7 @@ impl SqliteJournal {
                 was_queued,
             });
         }
-        let processed = compacted as u64
-            + orders
-                .iter()
-                .filter(|order| order.was_queued && order.status == OrderStatus::Created)
-                .count() as u64;
-        Ok(RecoveredQueue {
-            orders,
-            processed,
-            epoch: 0,
-        })
+        Ok(RecoveredQueue::from_rows(orders, compacted as u64, 0))
     }
 
     /// Writes `rows` in one transaction: one fsync however many rows.

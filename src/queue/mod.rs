@@ -113,6 +113,22 @@ pub struct RecoveredQueue {
     pub epoch: u64,
 }
 
+impl RecoveredQueue {
+    /// What a journal holding `orders` hands back; `compacted_processed`
+    /// counts the delivered queued orders whose rows were compacted away.
+    pub fn from_rows(orders: Vec<StoredOrder>, compacted_processed: u64, epoch: u64) -> Self {
+        let delivered_here = orders
+            .iter()
+            .filter(|order| order.was_queued && order.status == OrderStatus::Created)
+            .count() as u64;
+        RecoveredQueue {
+            orders,
+            processed: compacted_processed + delivered_here,
+            epoch,
+        }
+    }
+}
+
 /// How the queue retries. Every field has a default above and a flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueConfig {
@@ -205,6 +221,12 @@ impl OrderQueue {
         self.epoch = recovered.epoch;
         let mut orders = recovered.orders;
         orders.sort_by_key(|order| order.request_id);
+        // Every recovered order gets an entry and (once created) an order
+        // id: sized up front, the maps are not rehashed again and again
+        // while a deep queue is delivered.
+        self.entries.reserve(orders.len());
+        self.by_key.reserve(orders.len());
+        self.by_order_id.reserve(orders.len());
         for stored in orders {
             self.next_request_id = self.next_request_id.max(stored.request_id + 1);
             self.index(stored, now);

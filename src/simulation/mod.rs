@@ -28,7 +28,7 @@ use crate::backend::Backend;
 use crate::breaker::BreakerConfig;
 use crate::node::{Node, NodeConfig};
 use crate::queue::journal::JournalInfo;
-use crate::queue::{OrderStatus, QueueConfig, RecoveredQueue, StoredOrder};
+use crate::queue::{QueueConfig, RecoveredQueue, StoredOrder};
 use checker::{Before, Checked, Checker};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -59,16 +59,8 @@ impl CommittedJournal {
 
     fn open(&mut self) -> RecoveredQueue {
         self.openings += 1;
-        let orders: Vec<StoredOrder> = self.rows.values().cloned().collect();
-        let processed = orders
-            .iter()
-            .filter(|order| order.was_queued && order.status == OrderStatus::Created)
-            .count() as u64;
-        RecoveredQueue {
-            orders,
-            processed,
-            epoch: self.openings,
-        }
+        let orders = self.rows.values().cloned().collect();
+        RecoveredQueue::from_rows(orders, 0, self.openings)
     }
 }
 
