@@ -465,6 +465,29 @@ fn get_queue_shows_depth_totals_and_the_oldest_pending_with_their_wait() {
 }
 
 #[test]
+fn get_queue_counts_the_open_breaker_in_the_wait_before_the_next_attempt() {
+    let mut h = Harness::new();
+    let open_timeout = BreakerConfig::default().open_timeout;
+    let now = h.at(0);
+    let mut first = create_order(1);
+    first["force_failures"] = json!(BreakerConfig::default().failure_threshold);
+    h.call(first, now);
+    h.create_order(2, now);
+    // Both are past their own backoff, but nothing is tried before the
+    // breaker half-opens.
+    let at = now + ms(1_000);
+    let queue = h.get_queue(at);
+    let waits: Vec<&Value> = queue["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["next_attempt_in_ms"])
+        .collect();
+    let breaker_wait = (open_timeout - ms(1_000)).as_millis() as u64;
+    assert_eq!(waits, vec![&json!(breaker_wait), &json!(breaker_wait)]);
+}
+
+#[test]
 fn get_status_reports_the_queue_and_whether_it_is_durable() {
     let mut h = Harness::new();
     let now = h.at(0);
