@@ -68,9 +68,10 @@ pub fn run(config: Config) -> ExitCode {
         journal: None,
         stdout,
         unwritten: Vec::new(),
+        journal_failure: None,
     };
     if let Some(node_id) = runtime.config.node_id.clone() {
-        runtime.start_node(&node_id);
+        runtime.start_node(&node_id, Instant::now());
     }
     match runtime.run(events) {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +151,8 @@ struct Runtime {
     stdout: File,
     /// Replies taken from the node, waiting for the burst to end.
     unwritten: Vec<u8>,
+    /// A commit that failed: the node stops, writing no reply it cannot keep.
+    journal_failure: Option<String>,
 }
 
 impl Runtime {
@@ -229,20 +232,19 @@ impl Runtime {
     fn handle_frame(&mut self, frame: Frame<'_>, now: Instant) {
         match frame {
             Frame::Message { line, bytes } => {
+                if self.journal_failure.is_some() {
+                    return;
+                }
                 if self.node.is_none() {
                     let node_id = protocol::node_id_hint(bytes);
-                    self.start_node(node_id.as_deref().unwrap_or(UNNAMED_NODE_ID));
+                    self.start_node(node_id.as_deref().unwrap_or(UNNAMED_NODE_ID), now);
                 }
                 let node = self.node.as_mut().expect("node started");
                 node.handle_message(bytes, line, now);
-                if self.config.commit_per_request {
-                    let rows = node.take_journal_writes();
-                    if let Some(journal) = &mut self.journal
-                        && let Err(err) = journal.commit(&rows)
-                    {
-                        tracing::error!("journal commit failed: {err}");
-                        std::process::exit(1);
-                    }
+                if self.config.commit_per_request
+                    && let Err(err) = self.commit_journal()
+                {
+                    self.journal_failure = Some(err);
                 }
             }
             Frame::Oversized { line } => tracing::warn!(
@@ -256,9 +258,9 @@ impl Runtime {
         }
     }
 
-    /// Builds the node, its queue resumed from the journal of `node_id`.
-    fn start_node(&mut self, node_id: &str) {
-        let now = Instant::now();
+    /// Builds the node at `now`, its queue resumed from the journal of
+    /// `node_id` (recovered orders are due at once).
+    fn start_node(&mut self, node_id: &str, now: Instant) {
         let backend = self.backend.take().expect("node starts once");
         let mut node = Node::new(self.config.node_config(self.seed), backend, now);
         let (info, recovered) =
@@ -284,15 +286,13 @@ impl Runtime {
 
     /// Commits the burst's journal rows, then writes its replies.
     fn commit_and_write(&mut self) -> Result<(), Stop> {
+        if let Some(err) = self.journal_failure.take() {
+            return Err(Stop::JournalFailed(err));
+        }
+        self.commit_journal().map_err(Stop::JournalFailed)?;
         let Some(node) = &mut self.node else {
             return Ok(());
         };
-        let rows = node.take_journal_writes();
-        if let Some(journal) = &mut self.journal {
-            journal
-                .commit(&rows)
-                .map_err(|err| Stop::JournalFailed(err.0))?;
-        }
         node.drain_output_into(&mut self.unwritten);
         if self.unwritten.is_empty() {
             return Ok(());
@@ -306,6 +306,18 @@ impl Runtime {
                 tracing::warn!("writing stdout failed: {err}");
                 Err(Stop::StdoutClosed)
             }
+        }
+    }
+
+    /// Commits the journal rows the node produced since the last commit.
+    fn commit_journal(&mut self) -> Result<(), String> {
+        let Some(node) = &mut self.node else {
+            return Ok(());
+        };
+        let rows = node.take_journal_writes();
+        match &mut self.journal {
+            Some(journal) => journal.commit(&rows).map_err(|err| err.0),
+            None => Ok(()),
         }
     }
 

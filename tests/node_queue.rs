@@ -7,7 +7,7 @@ use grace::backend::{Backend, Service};
 use grace::breaker::BreakerConfig;
 use grace::node::{Node, NodeConfig};
 use grace::queue::journal::JournalInfo;
-use grace::queue::{OrderStatus, QueueConfig, RecoveredQueue, StoredOrder};
+use grace::queue::{OrderStatus, QueueConfig, RecoveredQueue, SettledCounts, StoredOrder};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -872,7 +872,7 @@ fn committed(rows: impl IntoIterator<Item = StoredOrder>) -> RecoveredQueue {
     for row in rows {
         by_id.insert(row.request_id, row);
     }
-    RecoveredQueue::from_rows(by_id.into_values().collect(), 0, 0)
+    RecoveredQueue::from_rows(by_id.into_values().collect(), SettledCounts::default(), 0)
 }
 
 fn durable() -> JournalInfo {

@@ -12,7 +12,7 @@ use std::time::Instant;
 pub struct QueueStatus {
     depth: usize,
     processed: u64,
-    dead_letters: usize,
+    dead_letters: u64,
     /// The oldest pending requests, at most [`QUEUE_LISTING_LIMIT`].
     pending: Vec<PendingItem>,
 }

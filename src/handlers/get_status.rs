@@ -57,7 +57,7 @@ struct CacheStatus {
 struct QueueSection {
     depth: usize,
     processed: u64,
-    dead_letters: usize,
+    dead_letters: u64,
     durable: bool,
     journal: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]

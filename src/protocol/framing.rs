@@ -7,11 +7,11 @@
 //! still open at the end of its first line is accumulated until they close.
 //!
 //! Framing never fails the stream. A line longer than the message limit is
-//! skipped up to its newline; an object that never closes is abandoned as
-//! soon as a whole one-line object starts at column 0 (where compact
-//! messages start), so one bad message cannot swallow the compact messages
-//! after it. (Pretty-printed messages after it are gathered into it and
-//! skipped with it, up to the size limit.)
+//! followed to its end without being kept (so none of its lines is taken
+//! for a message) and reported; an object that never closes is abandoned as
+//! soon as a line at column 0 starts an object where the open one cannot
+//! take a value (a new message, compact or pretty), so one bad message
+//! cannot swallow the ones after it.
 
 /// Default limit on one message's size, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -99,21 +99,38 @@ impl Nesting {
 struct Gathering {
     first_line: u64,
     nesting: Nesting,
+    /// Past the size limit: its bytes are no longer kept, only followed to
+    /// its end (so none of its lines is mistaken for a message), and it is
+    /// reported as oversized.
+    oversized: bool,
+}
+
+impl Gathering {
+    /// How the object ends when it is given up on.
+    fn dropped(&self) -> Frame<'static> {
+        if self.oversized {
+            Frame::Oversized {
+                line: self.first_line,
+            }
+        } else {
+            Frame::Unterminated {
+                line: self.first_line,
+            }
+        }
+    }
 }
 
 /// Incremental splitter: feed it chunks as they arrive.
 #[derive(Debug)]
 pub struct Framer {
     max_message_bytes: usize,
-    /// Bytes of an incomplete line, or of a multi-line object so far.
+    /// Bytes of a multi-line object so far, then of the incomplete line.
     pending: Vec<u8>,
     /// Where the incomplete line in `pending` starts.
     pending_line_start: usize,
     gathering: Option<Gathering>,
-    /// Skipping an oversized line up to its newline.
+    /// Skipping the rest of an oversized line up to its newline.
     skipping_line: bool,
-    /// Skipping the rest of an oversized multi-line object.
-    skipping_object: bool,
     /// Number of the next line to complete (1-based).
     line_no: u64,
 }
@@ -132,7 +149,6 @@ impl Framer {
             pending_line_start: 0,
             gathering: None,
             skipping_line: false,
-            skipping_object: false,
             line_no: 1,
         }
     }
@@ -149,17 +165,16 @@ impl Framer {
             if self.skipping_line {
                 self.skipping_line = false;
                 self.line_no += 1;
+                self.follow_oversized(line, on_frame);
                 continue;
             }
-            if self.pending.len() == self.pending_line_start {
+            if self.pending.len() == self.pending_line_start && self.gathering.is_none() {
                 // Nothing buffered for this line: hand it on without copying
                 // (the common case for compact one-line messages).
-                if self.gathering.is_none() {
-                    let line_no = self.line_no;
-                    self.line_no += 1;
-                    self.complete_line(line, line_no, on_frame);
-                    continue;
-                }
+                let line_no = self.line_no;
+                self.line_no += 1;
+                self.complete_line(line, line_no, on_frame);
+                continue;
             }
             self.pending.extend_from_slice(line);
             self.finish_buffered_line(on_frame);
@@ -172,27 +187,71 @@ impl Framer {
             self.finish_buffered_line(on_frame);
         }
         if let Some(gathering) = self.gathering.take() {
-            on_frame(Frame::Unterminated {
-                line: gathering.first_line,
-            });
+            on_frame(gathering.dropped());
         }
         self.pending.clear();
         self.pending_line_start = 0;
         self.skipping_line = false;
-        self.skipping_object = false;
     }
 
     fn buffer_partial_line(&mut self, chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
         if self.skipping_line {
+            if let Some(gathering) = &mut self.gathering {
+                gathering.nesting.scan(chunk);
+            }
             return;
         }
         self.pending.extend_from_slice(chunk);
         if self.pending.len() > self.max_message_bytes {
-            let line = self.gathering.take().map_or(self.line_no, |g| g.first_line);
-            on_frame(Frame::Oversized { line });
+            // Too long already: follow the rest without keeping it.
+            let line = trim_line(&self.pending[self.pending_line_start..]).to_vec();
             self.pending.clear();
             self.pending_line_start = 0;
             self.skipping_line = true;
+            self.start_oversized(&line, self.line_no, on_frame);
+        }
+    }
+
+    /// `line` (the start of one, or a whole one) is over the size limit.
+    /// If it is inside or opens a multi-line object, that object is followed
+    /// to its end as oversized; otherwise the line is reported at once.
+    fn start_oversized(&mut self, line: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
+        match &mut self.gathering {
+            Some(gathering) => {
+                gathering.nesting.scan(line);
+                gathering.oversized = true;
+            }
+            None if line.first() == Some(&b'{') => {
+                let mut nesting = Nesting::default();
+                nesting.scan(line);
+                self.gathering = Some(Gathering {
+                    first_line: line_no,
+                    nesting,
+                    oversized: true,
+                });
+            }
+            None => on_frame(Frame::Oversized { line: line_no }),
+        }
+        if !self.skipping_line {
+            self.end_oversized_if_closed(on_frame);
+        }
+    }
+
+    /// The rest of an oversized line arrived.
+    fn follow_oversized(&mut self, rest: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
+        if let Some(gathering) = &mut self.gathering {
+            gathering.nesting.scan(rest);
+        }
+        self.end_oversized_if_closed(on_frame);
+    }
+
+    fn end_oversized_if_closed(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
+        if let Some(gathering) = &self.gathering
+            && gathering.oversized
+            && !gathering.nesting.is_open()
+        {
+            on_frame(gathering.dropped());
+            self.gathering = None;
         }
     }
 
@@ -209,7 +268,7 @@ impl Framer {
             return;
         }
         self.complete_line(&pending[start..], line_no, on_frame);
-        if self.gathering.is_none() {
+        if self.gathering.is_none() || self.gathering.as_ref().is_some_and(|g| g.oversized) {
             // Keep the allocation for the next partial line.
             pending.clear();
             self.pending_line_start = 0;
@@ -225,14 +284,8 @@ impl Framer {
             return;
         }
         if line.len() > self.max_message_bytes {
-            on_frame(Frame::Oversized { line: line_no });
+            self.start_oversized(line, line_no, on_frame);
             return;
-        }
-        if self.skipping_object {
-            if line[0] != b'{' {
-                return;
-            }
-            self.skipping_object = false;
         }
         if line[0] == b'{' && !looks_complete(line) {
             let mut nesting = Nesting::default();
@@ -245,6 +298,7 @@ impl Framer {
                 self.gathering = Some(Gathering {
                     first_line: line_no,
                     nesting,
+                    oversized: false,
                 });
                 return;
             }
@@ -263,37 +317,32 @@ impl Framer {
         line_no: u64,
         on_frame: &mut impl FnMut(Frame<'_>),
     ) {
-        let gathering = self.gathering.as_ref().expect("gathering");
+        let gathering = self.gathering.as_mut().expect("gathering");
         let line = trim_line(&pending[start..]);
-        let next_message =
-            pending[start] == b'{' && (looks_complete(line) || !gathering.nesting.expects_value());
+        let next_message = pending.get(start) == Some(&b'{')
+            && (looks_complete(line) || !gathering.nesting.expects_value());
         if next_message {
             // An object at column 0 where the open one cannot take a value
             // (or a whole one-line object) is the next message: the open
             // one will never close. A `{` where a value may go is nested.
-            on_frame(Frame::Unterminated {
-                line: gathering.first_line,
-            });
+            on_frame(gathering.dropped());
             self.gathering = None;
             let line = pending[start..].to_vec();
             pending.clear();
             self.complete_line(&line, line_no, on_frame);
-            if self.gathering.is_some() {
+            if self.gathering.as_ref().is_some_and(|g| !g.oversized) {
                 // It opened a multi-line object of its own.
                 *pending = std::mem::take(&mut self.pending);
             }
             return;
         }
-        let gathering = self.gathering.as_mut().expect("gathering");
-        let line = trim_line(&pending[start..]);
         gathering.nesting.scan(line);
-        if pending.len() > self.max_message_bytes {
-            on_frame(Frame::Oversized {
-                line: gathering.first_line,
-            });
-            self.gathering = None;
-            self.skipping_object = true;
+        if !gathering.oversized && pending.len() > self.max_message_bytes {
+            gathering.oversized = true;
+        }
+        if gathering.oversized {
             pending.clear();
+            self.end_oversized_if_closed(on_frame);
             return;
         }
         if gathering.nesting.is_open() {

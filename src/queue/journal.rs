@@ -13,7 +13,7 @@
 //! `.lock` file beside it, and a second process with the same node id runs
 //! with an in-memory queue instead.
 
-use super::{OrderStatus, RecoveredQueue, StoredOrder};
+use super::{OrderStatus, RecoveredQueue, SettledCounts, StoredOrder};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 use std::fs::{self, File};
@@ -68,7 +68,7 @@ pub struct SqliteJournal {
     /// Held for the life of the journal: the exclusive lock is the ownership.
     _lock: File,
     order_history: usize,
-    created_since_compaction: usize,
+    settled_since_compaction: usize,
 }
 
 /// Keeps a node id usable as a file name.
@@ -142,7 +142,7 @@ impl SqliteJournal {
             path,
             _lock: lock,
             order_history: order_history.max(1),
-            created_since_compaction: 0,
+            settled_since_compaction: 0,
         };
         let mut recovered = journal.load()?;
         recovered.epoch = journal.conn.query_row(
@@ -160,15 +160,19 @@ impl SqliteJournal {
     }
 
     fn load(&mut self) -> Result<RecoveredQueue, JournalError> {
-        let compacted: i64 = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE name = 'compacted_processed'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let meta = |name: &str| -> Result<u64, rusqlite::Error> {
+            let value: Option<i64> = self
+                .conn
+                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            Ok(value.unwrap_or(0) as u64)
+        };
+        let compacted = SettledCounts {
+            processed: meta("compacted_processed")?,
+            dead_letters: meta("compacted_dead_letters")?,
+        };
         let mut statement = self.conn.prepare(
             "SELECT request_id, idempotency_key, order_json, status, attempts, order_id, was_queued
              FROM orders ORDER BY request_id",
@@ -212,7 +216,7 @@ impl SqliteJournal {
                 was_queued,
             });
         }
-        Ok(RecoveredQueue::from_rows(orders, compacted as u64, 0))
+        Ok(RecoveredQueue::from_rows(orders, compacted, 0))
     }
 
     /// Writes `rows` in one transaction: one fsync however many rows.
@@ -239,13 +243,13 @@ impl SqliteJournal {
                 ])?;
             }
         }
-        self.created_since_compaction += rows
+        self.settled_since_compaction += rows
             .iter()
-            .filter(|row| row.status == OrderStatus::Created)
+            .filter(|row| row.status != OrderStatus::Queued)
             .count();
-        if self.created_since_compaction > (self.order_history / 10).max(1000) {
+        if self.settled_since_compaction > (self.order_history / 10).max(1000) {
             compact(&transaction, self.order_history)?;
-            self.created_since_compaction = 0;
+            self.settled_since_compaction = 0;
         }
         transaction.commit()?;
         Ok(())
@@ -269,13 +273,14 @@ impl SqliteJournal {
     }
 }
 
-/// Deletes all but the newest `keep` created orders, adding the queued ones
-/// among them to the kept `processed` count. Queued and dead-lettered rows
-/// are never deleted.
+/// Deletes all but the newest `keep` settled (created or dead-lettered)
+/// orders, adding them to the kept counts. Queued rows are never deleted.
+/// Dead letters outlive `keep` newer settled orders before they go, and
+/// their going is logged: never silent.
 fn compact(transaction: &rusqlite::Transaction<'_>, keep: usize) -> Result<(), JournalError> {
     let cutoff: Option<i64> = transaction
         .query_row(
-            "SELECT request_id FROM orders WHERE status = 'created'
+            "SELECT request_id FROM orders WHERE status != 'queued'
              ORDER BY request_id DESC LIMIT 1 OFFSET ?1",
             [keep as i64],
             |row| row.get(0),
@@ -284,20 +289,35 @@ fn compact(transaction: &rusqlite::Transaction<'_>, keep: usize) -> Result<(), J
     let Some(cutoff) = cutoff else {
         return Ok(());
     };
-    let processed: i64 = transaction.query_row(
-        "SELECT COUNT(*) FROM orders WHERE status = 'created' AND was_queued AND request_id <= ?1",
-        [cutoff],
-        |row| row.get(0),
-    )?;
+    let count = |condition: &str| -> Result<i64, rusqlite::Error> {
+        transaction.query_row(
+            &format!("SELECT COUNT(*) FROM orders WHERE request_id <= ?1 AND {condition}"),
+            [cutoff],
+            |row| row.get(0),
+        )
+    };
+    let processed = count("status = 'created' AND was_queued")?;
+    let dead_letters = count("status = 'dead_letter'")?;
+    for (name, compacted) in [
+        ("compacted_processed", processed),
+        ("compacted_dead_letters", dead_letters),
+    ] {
+        transaction.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+            rusqlite::params![name, compacted],
+        )?;
+    }
     transaction.execute(
-        "INSERT INTO meta (name, value) VALUES ('compacted_processed', ?1)
-         ON CONFLICT(name) DO UPDATE SET value = value + ?1",
-        [processed],
-    )?;
-    transaction.execute(
-        "DELETE FROM orders WHERE status = 'created' AND request_id <= ?1",
+        "DELETE FROM orders WHERE status != 'queued' AND request_id <= ?1",
         [cutoff],
     )?;
+    if dead_letters > 0 {
+        tracing::warn!(
+            dead_letters,
+            "compaction removed dead letters older than the last --order-history settled orders"
+        );
+    }
     Ok(())
 }
 
@@ -356,20 +376,26 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_pending_and_dead_letters_and_counts_processed() {
+    fn compaction_keeps_pending_and_the_newest_settled_and_counts_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = SqliteJournal::open(dir.path(), "n1", 2).unwrap();
-        let mut rows: Vec<StoredOrder> = (1..=5).map(|id| row(id, OrderStatus::Created)).collect();
-        rows.push(row(6, OrderStatus::Queued));
-        rows.push(row(7, OrderStatus::DeadLetter));
+        use OrderStatus::{Created, DeadLetter, Queued};
+        let statuses = [
+            Created, DeadLetter, Created, Created, Created, Queued, DeadLetter, Queued,
+        ];
+        let rows: Vec<StoredOrder> = (1..)
+            .zip(statuses)
+            .map(|(id, status)| row(id, status))
+            .collect();
         journal.commit(&rows).unwrap();
         journal.compact_now().unwrap();
-        assert_eq!(journal.row_count().unwrap(), 4);
         drop(journal);
         let (_journal, recovered) = SqliteJournal::open(dir.path(), "n1", 2).unwrap();
         let ids: Vec<u64> = recovered.orders.iter().map(|o| o.request_id).collect();
-        assert_eq!(ids, vec![4, 5, 6, 7]);
-        assert_eq!(recovered.processed, 5);
+        // Queued 6 and 8 stay; of the settled, the newest two (5, 7).
+        assert_eq!(ids, vec![5, 6, 7, 8]);
+        assert_eq!(recovered.processed, 4, "1, 3, 4 and 5 were delivered");
+        assert_eq!(recovered.dead_letters, 2, "2 was compacted, 7 is held");
     }
 
     #[test]

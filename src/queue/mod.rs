@@ -29,7 +29,8 @@ pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(100);
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_millis(30_000);
 /// Default number of failed deliveries after which a request is dead-lettered.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
-/// Default number of created orders remembered for idempotency and `get_order`.
+/// Default number of settled (created or dead-lettered) orders remembered
+/// for idempotency and `get_order`.
 pub const DEFAULT_ORDER_HISTORY: usize = 100_000;
 /// How many pending requests `get_queue` lists.
 pub const QUEUE_LISTING_LIMIT: usize = 10;
@@ -107,6 +108,8 @@ pub struct RecoveredQueue {
     /// Queued orders delivered over the journal's life, including those
     /// whose rows were compacted away.
     pub processed: u64,
+    /// Orders dead-lettered over the journal's life, likewise.
+    pub dead_letters: u64,
     /// How many times the journal has been opened, this time included:
     /// makes the delivery keys of requests without an idempotency key
     /// unique across restarts.
@@ -114,17 +117,33 @@ pub struct RecoveredQueue {
 }
 
 impl RecoveredQueue {
-    /// What a journal holding `orders` hands back; `compacted_processed`
-    /// counts the delivered queued orders whose rows were compacted away.
-    pub fn from_rows(orders: Vec<StoredOrder>, compacted_processed: u64, epoch: u64) -> Self {
-        let delivered_here = orders
-            .iter()
-            .filter(|order| order.was_queued && order.status == OrderStatus::Created)
-            .count() as u64;
+    /// What a journal holding `orders` hands back; the `compacted` counts
+    /// are those of settled orders whose rows were compacted away.
+    pub fn from_rows(orders: Vec<StoredOrder>, compacted: SettledCounts, epoch: u64) -> Self {
+        let held = SettledCounts::of(&orders);
         RecoveredQueue {
             orders,
-            processed: compacted_processed + delivered_here,
+            processed: compacted.processed + held.processed,
+            dead_letters: compacted.dead_letters + held.dead_letters,
             epoch,
+        }
+    }
+}
+
+/// How many settled orders were delivered from the queue or dead-lettered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettledCounts {
+    pub processed: u64,
+    pub dead_letters: u64,
+}
+
+impl SettledCounts {
+    pub fn of(orders: &[StoredOrder]) -> Self {
+        let count =
+            |wanted: fn(&StoredOrder) -> bool| orders.iter().filter(|o| wanted(o)).count() as u64;
+        SettledCounts {
+            processed: count(|order| order.was_queued && order.status == OrderStatus::Created),
+            dead_letters: count(|order| order.status == OrderStatus::DeadLetter),
         }
     }
 }
@@ -186,9 +205,11 @@ pub struct OrderQueue {
     pending: VecDeque<RequestId>,
     by_key: HashMap<String, RequestId>,
     by_order_id: HashMap<String, RequestId>,
-    /// Created orders, oldest first, forgotten beyond `order_history`.
-    created: VecDeque<RequestId>,
-    dead_letters: usize,
+    /// Created and dead-lettered orders, oldest first, forgotten beyond
+    /// `order_history` (the journal compacts them the same way).
+    settled: VecDeque<RequestId>,
+    /// Orders dead-lettered over the journal's life.
+    dead_letters: u64,
     processed: u64,
     next_request_id: RequestId,
     epoch: u64,
@@ -205,7 +226,7 @@ impl OrderQueue {
             pending: VecDeque::new(),
             by_key: HashMap::new(),
             by_order_id: HashMap::new(),
-            created: VecDeque::new(),
+            settled: VecDeque::new(),
             dead_letters: 0,
             processed: 0,
             next_request_id: 1,
@@ -218,6 +239,7 @@ impl OrderQueue {
     /// Rebuilds the queue from the journal; pending orders are due at `now`.
     pub fn recover(&mut self, recovered: RecoveredQueue, now: Instant) {
         self.processed = recovered.processed;
+        self.dead_letters = recovered.dead_letters;
         self.epoch = recovered.epoch;
         let mut orders = recovered.orders;
         orders.sort_by_key(|order| order.request_id);
@@ -243,8 +265,7 @@ impl OrderQueue {
         }
         match stored.status {
             OrderStatus::Queued => self.pending.push_back(request_id),
-            OrderStatus::Created => self.created.push_back(request_id),
-            OrderStatus::DeadLetter => self.dead_letters += 1,
+            OrderStatus::Created | OrderStatus::DeadLetter => self.settled.push_back(request_id),
         }
         self.entries.insert(
             request_id,
@@ -253,7 +274,7 @@ impl OrderQueue {
                 next_attempt_at,
             },
         );
-        self.forget_old_created();
+        self.forget_old_settled();
     }
 
     /// Hands out the id for a new request; it doubles as the delivery key the
@@ -371,9 +392,9 @@ impl OrderQueue {
         entry.stored.order_id = Some(order_id.clone());
         self.writes.push(entry.stored.clone());
         self.by_order_id.insert(order_id, request_id);
-        self.created.push_back(request_id);
+        self.settled.push_back(request_id);
         self.processed += 1;
-        self.forget_old_created();
+        self.forget_old_settled();
     }
 
     /// A delivery of the head request failed at `now`: back off, or
@@ -382,23 +403,29 @@ impl OrderQueue {
         debug_assert_eq!(self.pending.front(), Some(&request_id));
         let entry = self.entries.get_mut(&request_id).expect("pending entry");
         entry.stored.attempts += 1;
-        if entry.stored.attempts >= self.config.max_attempts {
+        let dead = entry.stored.attempts >= self.config.max_attempts;
+        if dead {
             entry.stored.status = OrderStatus::DeadLetter;
-            self.pending.pop_front();
-            self.dead_letters += 1;
         } else {
             let delay = retry_delay(&self.config, entry.stored.attempts, &mut self.rng);
             entry.next_attempt_at = now + delay;
         }
         self.writes.push(entry.stored.clone());
-        entry.stored.status
+        let status = entry.stored.status;
+        if dead {
+            self.pending.pop_front();
+            self.dead_letters += 1;
+            self.settled.push_back(request_id);
+            self.forget_old_settled();
+        }
+        status
     }
 
-    /// Drops the oldest created orders beyond the configured history from
+    /// Drops the oldest settled orders beyond the configured history from
     /// memory (the journal compacts the same way).
-    fn forget_old_created(&mut self) {
-        while self.created.len() > self.config.order_history {
-            let Some(old) = self.created.pop_front() else {
+    fn forget_old_settled(&mut self) {
+        while self.settled.len() > self.config.order_history {
+            let Some(old) = self.settled.pop_front() else {
                 break;
             };
             if let Some(entry) = self.entries.remove(&old) {
@@ -430,7 +457,8 @@ impl OrderQueue {
         self.pending.len()
     }
 
-    pub fn dead_letters(&self) -> usize {
+    /// Orders dead-lettered over the journal's life.
+    pub fn dead_letters(&self) -> u64 {
         self.dead_letters
     }
 

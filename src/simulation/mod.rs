@@ -28,7 +28,7 @@ use crate::backend::Backend;
 use crate::breaker::BreakerConfig;
 use crate::node::{Node, NodeConfig};
 use crate::queue::journal::JournalInfo;
-use crate::queue::{QueueConfig, RecoveredQueue, StoredOrder};
+use crate::queue::{QueueConfig, RecoveredQueue, SettledCounts, StoredOrder};
 use checker::{Before, Checked, Checker};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -60,7 +60,7 @@ impl CommittedJournal {
     fn open(&mut self) -> RecoveredQueue {
         self.openings += 1;
         let orders = self.rows.values().cloned().collect();
-        RecoveredQueue::from_rows(orders, 0, self.openings)
+        RecoveredQueue::from_rows(orders, SettledCounts::default(), self.openings)
     }
 }
 
