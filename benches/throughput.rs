@@ -23,6 +23,8 @@
 //! Under `cargo test --benches` (no `--bench` argument) it runs as a smoke
 //! test: 10 000 messages, one round, unless the variables above say otherwise.
 
+#[path = "support/run.rs"]
+mod run;
 #[allow(dead_code)] // each bench uses its own part of the shared generator
 #[path = "support/stream.rs"]
 mod stream;
@@ -30,12 +32,10 @@ mod stream;
 use std::env;
 use std::error::Error;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::io::BufWriter;
+use std::time::Instant;
 
+use run::{Binary, GNU_TIME, Lab, ReplyTally, Run, Summary, megabytes, verdict};
 use stream::IdSpace;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -52,8 +52,6 @@ const DEFAULT_SEED: u64 = 42;
 const TARGET_THROUGHPUT_RATIO: f64 = 0.60;
 /// grace's peak RSS must stay below this many bytes on 1M distinct ids.
 const TARGET_PEAK_RSS_BYTES: u64 = 50_000_000;
-/// GNU time, which reports a child's peak RSS (`%M`, in KiB).
-const GNU_TIME: &str = "/usr/bin/time";
 
 /// What to run, read from the environment.
 struct Settings {
@@ -106,161 +104,6 @@ impl Settings {
     }
 }
 
-/// A binary under test.
-struct Binary {
-    name: &'static str,
-    path: &'static str,
-    /// grace gets a fresh `--data-dir` per run, so no run sees another's state.
-    needs_data_dir: bool,
-    extra_args: Vec<String>,
-}
-
-/// What one run of a binary measured.
-struct Run {
-    wall: Duration,
-    /// Peak resident set size in KiB, when GNU time is available.
-    peak_rss_kib: Option<u64>,
-}
-
-/// A tally of the replies, from the verifying run.
-#[derive(Default)]
-struct ReplyTally {
-    lines: u64,
-    errors: u64,
-    fallbacks: u64,
-}
-
-/// Where runs keep their files, and how they measure memory.
-struct Lab {
-    dir: PathBuf,
-    stream: PathBuf,
-    gnu_time: bool,
-    runs: u32,
-}
-
-impl Lab {
-    /// Runs `binary` on the stream once; with `tally`, reads its replies back.
-    fn run(&mut self, binary: &Binary, tally: Option<&mut ReplyTally>) -> Result<Run> {
-        self.runs += 1;
-        let run_dir = self.dir.join(format!("run-{}-{}", self.runs, binary.name));
-        fs::create_dir(&run_dir)?;
-        let rss_file = run_dir.join("peak-rss");
-        let stderr_file = run_dir.join("stderr");
-
-        let mut command = if self.gnu_time {
-            let mut time = Command::new(GNU_TIME);
-            time.arg("-f").arg("%M").arg("-o").arg(&rss_file);
-            time.arg(binary.path);
-            time
-        } else {
-            Command::new(binary.path)
-        };
-        if binary.needs_data_dir {
-            let data_dir = run_dir.join("data");
-            fs::create_dir(&data_dir)?;
-            command.arg("--data-dir").arg(data_dir);
-        }
-        command
-            .args(&binary.extra_args)
-            .stdin(File::open(&self.stream)?)
-            .stderr(File::create(&stderr_file)?)
-            .stdout(if tally.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-
-        let start = Instant::now();
-        let mut child = command.spawn()?;
-        let reader = child.stdout.take().map(|stdout| {
-            thread::spawn(move || -> std::io::Result<ReplyTally> {
-                let mut counted = ReplyTally::default();
-                for line in BufReader::new(stdout).lines() {
-                    let line = line?;
-                    counted.lines += 1;
-                    counted.errors += u64::from(line.contains(r#""type":"error""#));
-                    counted.fallbacks += u64::from(
-                        line.contains(r#""from_cache":true"#) || line.contains(r#""_cached":true"#),
-                    );
-                }
-                Ok(counted)
-            })
-        });
-        let status = child.wait()?;
-        let wall = start.elapsed();
-        if let (Some(reader), Some(tally)) = (reader, tally) {
-            *tally = reader.join().map_err(|_| "reply reader panicked")??;
-        }
-
-        if !status.success() {
-            let stderr = fs::read_to_string(&stderr_file).unwrap_or_default();
-            let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-            for line in tail.iter().rev() {
-                eprintln!("  {} stderr: {line}", binary.name);
-            }
-            return Err(format!("{} exited with {status}", binary.name).into());
-        }
-        // GNU time writes `%M` last, after any "Command exited ..." line.
-        let peak_rss_kib = if self.gnu_time {
-            let report = fs::read_to_string(&rss_file)?;
-            let last = report.lines().last().unwrap_or_default();
-            Some(last.trim().parse()?)
-        } else {
-            None
-        };
-        Ok(Run { wall, peak_rss_kib })
-    }
-}
-
-/// Whether GNU time is installed and understands `-f %M -o FILE`.
-fn gnu_time_available() -> bool {
-    Command::new(GNU_TIME)
-        .args(["-f", "%M", "-o", "/dev/null", "true"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
-    }
-}
-
-fn megabytes(kib: u64) -> f64 {
-    (kib * 1024) as f64 / 1e6
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "NOT MET" }
-}
-
-/// The figures of one binary over all measured rounds.
-struct Summary {
-    rate: f64,
-    wall: Duration,
-    peak_rss_kib: Option<u64>,
-}
-
-impl Summary {
-    fn of(runs: &[Run], messages: u64) -> Summary {
-        let rates = runs
-            .iter()
-            .map(|run| messages as f64 / run.wall.as_secs_f64())
-            .collect();
-        let walls = runs.iter().map(|run| run.wall.as_secs_f64()).collect();
-        Summary {
-            rate: median(rates),
-            wall: Duration::from_secs_f64(median(walls)),
-            peak_rss_kib: runs.iter().filter_map(|run| run.peak_rss_kib).max(),
-        }
-    }
-}
-
 fn main() -> Result<()> {
     let settings = Settings::from_env()?;
     let dir = tempfile::tempdir()?;
@@ -284,18 +127,12 @@ fn main() -> Result<()> {
         start.elapsed(),
     );
 
-    let gnu_time = gnu_time_available();
-    if !gnu_time {
+    let mut lab = Lab::new(dir.path());
+    if !lab.measures_rss() {
         println!(
             "note: no GNU time at {GNU_TIME}; peak RSS is not measured (apt-get install time)"
         );
     }
-    let mut lab = Lab {
-        dir: dir.path().to_path_buf(),
-        stream,
-        gnu_time,
-        runs: 0,
-    };
     let binaries = [
         Binary {
             name: "grace",
@@ -314,7 +151,7 @@ fn main() -> Result<()> {
     // Unmeasured: checks one reply per request, and warms the page cache.
     for binary in &binaries {
         let mut tally = ReplyTally::default();
-        lab.run(binary, Some(&mut tally))?;
+        lab.run(binary, &stream, Some(&mut tally))?;
         println!(
             "check {:<12} {} replies ({} errors, {} from the fallback cache)",
             binary.name, tally.lines, tally.errors, tally.fallbacks
@@ -337,7 +174,7 @@ fn main() -> Result<()> {
             [1, 0]
         };
         for index in order {
-            runs[index].push(lab.run(&binaries[index], None)?);
+            runs[index].push(lab.run(&binaries[index], &stream, None)?);
         }
     }
 
@@ -347,12 +184,12 @@ fn main() -> Result<()> {
     );
     let [grace, floor] = runs.map(|runs| Summary::of(&runs, settings.messages));
     for (binary, summary) in binaries.iter().zip([&grace, &floor]) {
-        let rss = summary
-            .peak_rss_kib
-            .map_or("n/a".to_string(), |kib| format!("{:.1} MB", megabytes(kib)));
         println!(
             "{:<12} {:>14.0} {:>12.3?} {:>14}",
-            binary.name, summary.rate, summary.wall, rss
+            binary.name,
+            summary.rate,
+            summary.wall,
+            summary.peak_rss_text()
         );
     }
 
