@@ -62,15 +62,18 @@ pub enum ReadOutcome {
     Cached(Record),
 }
 
-/// Addresses a reply to `request`: from this node (its `init` id, else the
-/// request's `dest`) back to the request's `src`.
-fn reply_to<'a>(node_id: Option<&'a str>, request: &'a Request<'_>) -> ReplyTo<'a> {
+/// Addresses a reply: from this node (its `init` id, else the request's
+/// `dest`) back to the request's `src`.
+fn reply_to<'a>(
+    node_id: Option<&'a str>,
+    request_dest: Option<&'a str>,
+    client: &'a str,
+    in_reply_to: Option<u64>,
+) -> ReplyTo<'a> {
     ReplyTo {
-        node_id: node_id
-            .or(request.dest.as_deref())
-            .unwrap_or(UNNAMED_NODE_ID),
-        client: &request.src,
-        in_reply_to: request.msg_id,
+        node_id: node_id.or(request_dest).unwrap_or(UNNAMED_NODE_ID),
+        client,
+        in_reply_to,
     }
 }
 
@@ -147,15 +150,7 @@ impl Node {
                 msg_id,
                 error,
             }) => {
-                let to = ReplyTo {
-                    node_id: self
-                        .node_id
-                        .as_deref()
-                        .or(dest.as_deref())
-                        .unwrap_or(UNNAMED_NODE_ID),
-                    client: &src,
-                    in_reply_to: msg_id,
-                };
+                let to = reply_to(self.node_id.as_deref(), dest.as_deref(), &src, msg_id);
                 reply::write_error(&mut self.outbox, to, &error);
             }
             Err(Rejected::Unaddressable(reason)) => {
@@ -178,13 +173,15 @@ impl Node {
         if is_planted(PlantedBug::DropReply) && request.msg_id.is_some_and(|id| id % 7 == 3) {
             return;
         }
-        let to = reply_to(self.node_id.as_deref(), request);
+        let dest = request.dest.as_deref();
+        let to = reply_to(self.node_id.as_deref(), dest, &request.src, request.msg_id);
         reply::write_reply(&mut self.outbox, to, fields);
     }
 
     /// Writes an `error` reply to `request`.
     pub(crate) fn reply_error(&mut self, request: &Request<'_>, error: &RequestError) {
-        let to = reply_to(self.node_id.as_deref(), request);
+        let dest = request.dest.as_deref();
+        let to = reply_to(self.node_id.as_deref(), dest, &request.src, request.msg_id);
         reply::write_error(&mut self.outbox, to, error);
     }
 
