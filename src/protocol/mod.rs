@@ -105,7 +105,10 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
     if message.trim_ascii_start().first() != Some(&b'{') {
         return Err(Rejected::Unaddressable("not a JSON object".into()));
     }
-    let envelope: Envelope = serde_json::from_slice(message)
+    // Validated once here, the text is not checked again string by string.
+    let text = std::str::from_utf8(message)
+        .map_err(|err| Rejected::Unaddressable(format!("not valid UTF-8: {err}")))?;
+    let envelope: Envelope = serde_json::from_str(text)
         .map_err(|err| Rejected::Unaddressable(format!("not a valid message: {err}")))?;
     let Some(src) = envelope.src else {
         return Err(Rejected::Unaddressable("message has no \"src\"".into()));
