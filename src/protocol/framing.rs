@@ -277,13 +277,15 @@ impl Framer {
     }
 
     /// A whole line that is not part of a multi-line object.
-    fn complete_line(&mut self, line: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
-        let line = trim_line(line);
+    fn complete_line(&mut self, raw: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
+        let line = trim_line(raw);
         let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(line);
         if line.is_empty() {
             return;
         }
-        if line.len() > self.max_message_bytes {
+        // Measured as it arrived, as a line still arriving is: the limit
+        // must not depend on where a read happened to end.
+        if raw.len() > self.max_message_bytes {
             self.start_oversized(line, line_no, on_frame);
             return;
         }
