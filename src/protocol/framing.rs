@@ -202,7 +202,7 @@ impl Framer {
             return;
         }
         self.pending.extend_from_slice(chunk);
-        if self.pending.len() > self.max_message_bytes {
+        if self.over_limit(&self.pending) {
             // Too long already: follow the rest without keeping it.
             let line = trim_line(&self.pending[self.pending_line_start..]).to_vec();
             self.pending.clear();
@@ -210,6 +210,10 @@ impl Framer {
             self.skipping_line = true;
             self.start_oversized(&line, self.line_no, on_frame);
         }
+    }
+
+    fn over_limit(&self, raw: &[u8]) -> bool {
+        over_limit(self.max_message_bytes, raw)
     }
 
     /// `line` (the start of one, or a whole one) is over the size limit.
@@ -283,9 +287,7 @@ impl Framer {
         if line.is_empty() {
             return;
         }
-        // Measured as it arrived, as a line still arriving is: the limit
-        // must not depend on where a read happened to end.
-        if raw.len() > self.max_message_bytes {
+        if self.over_limit(raw) {
             self.start_oversized(line, line_no, on_frame);
             return;
         }
@@ -339,7 +341,7 @@ impl Framer {
             return;
         }
         gathering.nesting.scan(line);
-        if !gathering.oversized && pending.len() > self.max_message_bytes {
+        if !gathering.oversized && over_limit(self.max_message_bytes, pending) {
             gathering.oversized = true;
         }
         if gathering.oversized {
@@ -377,6 +379,21 @@ fn looks_complete(line: &[u8]) -> bool {
         })
         .sum();
     line.last() == Some(&b'}') && balance == 0
+}
+
+/// Whitespace around a message that does not count towards its size, up
+/// to this much (beyond it, whitespace alone could grow a line unbounded).
+const WHITESPACE_ALLOWANCE: usize = 4096;
+
+/// Whether a message (or the start of one) is over `limit`: its content,
+/// without surrounding whitespace and byte order mark, is; or its raw bytes
+/// pass the limit by more than [`WHITESPACE_ALLOWANCE`]. Both only grow as
+/// more of a line arrives, so the verdict does not depend on where a read
+/// happened to end.
+fn over_limit(limit: usize, raw: &[u8]) -> bool {
+    let content = trim_line(raw);
+    let content = content.strip_prefix(BYTE_ORDER_MARK).unwrap_or(content);
+    content.len() > limit || raw.len() > limit.saturating_add(WHITESPACE_ALLOWANCE)
 }
 
 /// How deeply `json` nests, strings taken into account.
