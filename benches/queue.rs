@@ -37,25 +37,24 @@
 //! Under `cargo test --benches` (no `--bench` argument) it runs as a smoke
 //! test: 2 000 orders, one round, depths 100 and 2 000.
 
-#[allow(dead_code)] // each bench uses its own part of the shared generator
-#[path = "support/stream.rs"]
-mod stream;
+#[path = "support/mod.rs"]
+mod support;
 
 use grace::backend::Backend;
 use grace::node::{Node, NodeConfig};
 use grace::queue::journal::{JournalInfo, SqliteJournal};
 use std::env;
-use std::error::Error;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use stream::IdSpace;
-
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+use support::Result;
+use support::run::{Binary, Lab, ReplyTally, alternating, median, verdict};
+use support::settings::{self, BenchEnv};
+use support::stream::StreamFile;
 
 /// Orders per group-commit run in a full run.
 const DEFAULT_ORDERS: u64 = 100_000;
@@ -77,75 +76,43 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pause between two `get_queue` polls.
 const POLL_INTERVAL: Duration = Duration::from_micros(500);
 
+/// What to run, read from the environment.
 struct Settings {
     orders: u64,
     per_request_orders: u64,
     rounds: usize,
     depths: Vec<u64>,
-    smoke: bool,
-}
-
-fn env_u64(name: &str) -> Result<Option<u64>> {
-    match env::var(name) {
-        Ok(value) => Ok(Some(
-            value
-                .replace('_', "")
-                .parse()
-                .map_err(|err| format!("{name}={value:?}: {err}"))?,
-        )),
-        Err(_) => Ok(None),
-    }
+    bench: BenchEnv,
 }
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not.
-        let smoke = !env::args().any(|arg| arg == "--bench");
-        let orders = env_u64("GRACE_BENCH_ORDERS")?.unwrap_or(if smoke {
-            SMOKE_ORDERS
-        } else {
-            DEFAULT_ORDERS
-        });
-        let per_request_orders = env_u64("GRACE_BENCH_PER_REQUEST_ORDERS")?
+        let bench = BenchEnv::read();
+        let orders = bench.count("GRACE_BENCH_ORDERS", DEFAULT_ORDERS, SMOKE_ORDERS)?;
+        let per_request_orders = settings::count("GRACE_BENCH_PER_REQUEST_ORDERS")?
             .unwrap_or(DEFAULT_PER_REQUEST_ORDERS)
             .min(orders);
-        let rounds = match env_u64("GRACE_BENCH_ROUNDS")? {
-            Some(rounds) => rounds as usize,
-            None if smoke => 1,
-            None => DEFAULT_ROUNDS,
-        };
         let depths = match env::var("GRACE_BENCH_DEPTHS") {
             Ok(list) => list
                 .split(',')
-                .map(|depth| depth.trim().replace('_', "").parse())
-                .collect::<std::result::Result<Vec<u64>, _>>()
-                .map_err(|err| format!("GRACE_BENCH_DEPTHS={list:?}: {err}"))?,
-            Err(_) if smoke => SMOKE_DEPTHS.to_vec(),
+                .map(|depth| settings::parse_count("GRACE_BENCH_DEPTHS", depth))
+                .collect::<Result<Vec<u64>>>()?,
+            Err(_) if bench.smoke => SMOKE_DEPTHS.to_vec(),
             Err(_) => DEFAULT_DEPTHS.to_vec(),
         };
-        if rounds == 0 || orders == 0 || per_request_orders == 0 {
-            return Err("rounds and orders must be at least 1".into());
+        if orders == 0 || per_request_orders == 0 {
+            return Err(
+                "GRACE_BENCH_ORDERS and GRACE_BENCH_PER_REQUEST_ORDERS must be at least 1".into(),
+            );
         }
         Ok(Settings {
             orders,
             per_request_orders,
-            rounds,
+            rounds: bench.rounds(DEFAULT_ROUNDS)?,
             depths,
-            smoke,
+            bench,
         })
     }
-}
-
-/// Writes the order stream: the order service taken down, then `orders`
-/// `create_order`s (each also carrying `service_unavailable: true`).
-fn write_stream(path: &Path, orders: u64) -> Result<()> {
-    let mut out = BufWriter::new(File::create(path)?);
-    writeln!(
-        out,
-        r#"{{"src":"client","dest":"api","body":{{"type":"set_service_health","msg_id":0,"service":"order","available":false}}}}"#
-    )?;
-    stream::write_order_stream(out, orders, IdSpace::Distinct, SEED)?;
-    Ok(())
 }
 
 fn grace(data_dir: &Path, stderr: &Path, extra: &[&str]) -> Result<Command> {
@@ -159,70 +126,50 @@ fn grace(data_dir: &Path, stderr: &Path, extra: &[&str]) -> Result<Command> {
     Ok(command)
 }
 
-/// Counts the reply lines, and the order replies that are not "queued".
-fn tally_replies(stdout: impl std::io::Read) -> std::io::Result<(u64, u64)> {
-    let mut lines = 0;
-    let mut not_queued = 0;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        lines += 1;
-        if line.contains(r#""type":"order_response""#) && !line.contains(r#""status":"queued""#) {
-            not_queued += 1;
-        }
-    }
-    Ok((lines, not_queued))
-}
-
 /// One commit mode under test.
 struct Mode {
     name: &'static str,
-    args: &'static [&'static str],
+    /// grace on a fresh `--data-dir`, with the flags of this mode.
+    binary: Binary,
     orders: u64,
-    stream: PathBuf,
+    stream: StreamFile,
 }
 
-/// Runs grace on `mode`'s stream once; returns queued writes per second.
-fn measure_writes(mode: &Mode, run_dir: &Path) -> Result<f64> {
-    fs::create_dir_all(run_dir)?;
-    let stderr = run_dir.join("stderr");
-    let start = Instant::now();
-    let mut child = grace(&run_dir.join("data"), &stderr, mode.args)?
-        .stdin(File::open(&mode.stream)?)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("stdout piped");
-    let reader = thread::spawn(move || tally_replies(stdout));
-    let status = child.wait()?;
-    let wall = start.elapsed();
-    let (lines, not_queued) = reader.join().map_err(|_| "reply reader panicked")??;
-    if !status.success() {
-        return Err(format!(
-            "{}: grace exited with {status}; see {}",
-            mode.name,
-            stderr.display()
-        )
-        .into());
+impl Mode {
+    /// grace with `flags` on `stream`, under the node id every journal in
+    /// this bench is named after, as the other parts run it.
+    fn new(name: &'static str, flags: &[&str], stream: StreamFile) -> Mode {
+        let mut extra_args = vec!["--node-id".to_string(), NODE_ID.to_string()];
+        extra_args.extend(flags.iter().map(|flag| flag.to_string()));
+        Mode {
+            name,
+            binary: Binary {
+                name: "grace",
+                path: env!("CARGO_BIN_EXE_grace"),
+                needs_data_dir: true,
+                extra_args,
+            },
+            // One request takes the service down, the rest are orders.
+            orders: stream.messages - 1,
+            stream,
+        }
     }
-    // One reply to set_service_health, one per order.
-    if lines != mode.orders + 1 || not_queued != 0 {
-        return Err(format!(
-            "{}: {lines} replies to {} requests, {not_queued} orders not queued",
-            mode.name,
-            mode.orders + 1
-        )
-        .into());
-    }
-    Ok(mode.orders as f64 / wall.as_secs_f64())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
+/// Runs grace on `mode`'s stream once, checks every order was queued, and
+/// returns queued writes per second.
+fn measure_writes(lab: &mut Lab, mode: &Mode) -> Result<f64> {
+    let mut tally = ReplyTally::default();
+    let run = lab
+        .run(&mode.binary, &mode.stream.path, Some(&mut tally))
+        .map_err(|err| format!("{}: {err}", mode.name))?;
+    tally.expect_one_per_request(mode.name, mode.stream.messages)?;
+    if tally.not_queued != 0 {
+        return Err(format!("{}: {} orders not queued", mode.name, tally.not_queued).into());
     }
+    // Each run leaves a journal of every order it queued.
+    fs::remove_dir_all(&run.dir)?;
+    Ok(mode.orders as f64 / run.wall.as_secs_f64())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
@@ -237,8 +184,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 /// A journal with `depth` pending orders, left by a grace that exited with
 /// the order service down.
 fn fill_journal(dir: &Path, depth: u64) -> Result<PathBuf> {
-    let stream = dir.join(format!("fill-{depth}.jsonl"));
-    write_stream(&stream, depth)?;
+    let stream = StreamFile::orders(dir.join(format!("fill-{depth}.jsonl")), depth, SEED)?.path;
     let data_dir = dir.join(format!("filled-{depth}"));
     let status = grace(&data_dir, &dir.join(format!("fill-{depth}.stderr")), &[])?
         .stdin(File::open(&stream)?)
@@ -372,8 +318,7 @@ const NEVER_RETRY_MS: &str = "3600000";
 /// their rows, whose reply goes out only after that commit.
 fn measure_process_queue(run_dir: &Path, depth: u64) -> Result<Duration> {
     fs::create_dir_all(run_dir)?;
-    let stream = run_dir.join("orders.jsonl");
-    write_stream(&stream, depth)?;
+    let stream = StreamFile::orders(run_dir.join("orders.jsonl"), depth, SEED)?.path;
     let mut child = grace(
         &run_dir.join("data"),
         &run_dir.join("stderr"),
@@ -442,38 +387,31 @@ fn main() -> Result<()> {
         settings.orders,
         settings.per_request_orders,
         settings.rounds,
-        if settings.smoke { " (smoke run)" } else { "" },
+        settings.bench.smoke_note(),
     );
 
     // Queued writes per second.
-    let group_stream = dir.path().join("orders-group.jsonl");
-    write_stream(&group_stream, settings.orders)?;
-    let per_request_stream = dir.path().join("orders-per-request.jsonl");
-    write_stream(&per_request_stream, settings.per_request_orders)?;
     let modes = [
-        Mode {
-            name: "group commit",
-            args: &[],
-            orders: settings.orders,
-            stream: group_stream,
-        },
-        Mode {
-            name: "commit per request",
-            args: &["--commit-per-request"],
-            orders: settings.per_request_orders,
-            stream: per_request_stream,
-        },
+        Mode::new(
+            "group commit",
+            &[],
+            StreamFile::orders(dir.path().join("orders-group.jsonl"), settings.orders, SEED)?,
+        ),
+        Mode::new(
+            "commit per request",
+            &["--commit-per-request"],
+            StreamFile::orders(
+                dir.path().join("orders-per-request.jsonl"),
+                settings.per_request_orders,
+                SEED,
+            )?,
+        ),
     ];
+    let mut lab = Lab::without_rss(dir.path());
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..settings.rounds {
-        let order = if round.is_multiple_of(2) {
-            [0, 1]
-        } else {
-            [1, 0]
-        };
-        for index in order {
-            let run_dir = dir.path().join(format!("write-{round}-{index}"));
-            let rate = measure_writes(&modes[index], &run_dir)?;
+        for index in alternating(round) {
+            let rate = measure_writes(&mut lab, &modes[index])?;
             println!(
                 "  round {} {:<20} {:>10.0} queued writes/s",
                 round + 1,
@@ -481,7 +419,6 @@ fn main() -> Result<()> {
                 rate
             );
             rates[index].push(rate);
-            fs::remove_dir_all(&run_dir)?;
         }
     }
     let [group, per_request] = rates.map(median);
@@ -503,11 +440,7 @@ fn main() -> Result<()> {
     );
     println!(
         "group commit: {group:.0} queued writes/s (target >= {TARGET_QUEUED_WRITES_PER_SEC:.0}: {})",
-        if group >= TARGET_QUEUED_WRITES_PER_SEC {
-            "met"
-        } else {
-            "NOT MET"
-        }
+        verdict(group >= TARGET_QUEUED_WRITES_PER_SEC)
     );
 
     // Delivery time per request at each depth.

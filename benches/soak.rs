@@ -34,23 +34,16 @@
 //! test: 10 000 and 100 000 messages, one round, unless the variables above
 //! say otherwise.
 
-#[path = "support/run.rs"]
-mod run;
-#[allow(dead_code)] // each bench uses its own part of the shared generator
-#[path = "support/stream.rs"]
-mod stream;
+#[path = "support/mod.rs"]
+mod support;
 
-use std::env;
-use std::error::Error;
-use std::fs::{self, File};
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use run::{Binary, GNU_TIME, Lab, ReplyTally, Run, Summary, verdict};
-use stream::IdSpace;
-
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+use support::Result;
+use support::run::{Binary, Lab, ReplyTally, Run, Summary, alternating, verdict};
+use support::settings::{self, BenchEnv};
+use support::stream::{IdSpace, StreamFile};
 
 /// Requests in the small stream of a full run.
 const DEFAULT_SMALL: u64 = 1_000_000;
@@ -76,77 +69,35 @@ struct Settings {
     rounds: usize,
     seed: u64,
     grace_args: Vec<String>,
-    smoke: bool,
+    bench: BenchEnv,
 }
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not.
-        let smoke = !env::args().any(|arg| arg == "--bench");
-        let count = |name: &str, full: u64, smoke_default: u64| -> Result<u64> {
-            match env::var(name) {
-                Ok(value) => Ok(value.replace('_', "").parse()?),
-                Err(_) if smoke => Ok(smoke_default),
-                Err(_) => Ok(full),
-            }
-        };
-        let small = count("GRACE_SOAK_SMALL", DEFAULT_SMALL, SMOKE_SMALL)?;
-        let large = count("GRACE_SOAK_LARGE", DEFAULT_LARGE, SMOKE_LARGE)?;
-        let rounds = match env::var("GRACE_BENCH_ROUNDS") {
-            Ok(value) => value.parse()?,
-            Err(_) if smoke => 1,
-            Err(_) => DEFAULT_ROUNDS,
-        };
-        let seed = match env::var("GRACE_BENCH_SEED") {
-            Ok(value) => value.parse()?,
-            Err(_) => DEFAULT_SEED,
-        };
-        let grace_args = env::var("GRACE_BENCH_ARGS")
-            .map(|args| args.split_whitespace().map(String::from).collect())
-            .unwrap_or_default();
+        let bench = BenchEnv::read();
+        let small = bench.count("GRACE_SOAK_SMALL", DEFAULT_SMALL, SMOKE_SMALL)?;
+        let large = bench.count("GRACE_SOAK_LARGE", DEFAULT_LARGE, SMOKE_LARGE)?;
         if small == 0 || large <= small {
             return Err(format!(
                 "GRACE_SOAK_SMALL ({small}) must be at least 1 and below GRACE_SOAK_LARGE ({large})"
             )
             .into());
         }
-        if rounds == 0 {
-            return Err("GRACE_BENCH_ROUNDS must be at least 1".into());
-        }
         Ok(Settings {
             small,
             large,
-            rounds,
-            seed,
-            grace_args,
-            smoke,
+            rounds: bench.rounds(DEFAULT_ROUNDS)?,
+            seed: settings::seed(DEFAULT_SEED)?,
+            grace_args: settings::grace_args(),
+            bench,
         })
     }
 }
 
-/// One of the two request streams.
-struct Stream {
-    messages: u64,
-    path: PathBuf,
-}
-
-impl Stream {
-    /// Writes `messages` mixed requests with distinct ids into `dir`.
-    fn write(dir: &Path, messages: u64, seed: u64) -> Result<Stream> {
-        let path = dir.join(format!("requests-{messages}.jsonl"));
-        stream::write_mixed_stream(
-            BufWriter::new(File::create(&path)?),
-            messages,
-            IdSpace::Distinct,
-            seed,
-        )?;
-        Ok(Stream { messages, path })
-    }
-
-    /// The stream's size in MB.
-    fn megabytes(&self) -> Result<f64> {
-        Ok(fs::metadata(&self.path)?.len() as f64 / 1e6)
-    }
+/// Writes `messages` mixed requests with distinct ids into `dir`.
+fn write_stream(dir: &Path, messages: u64, seed: u64) -> Result<StreamFile> {
+    let path = dir.join(format!("requests-{messages}.jsonl"));
+    Ok(StreamFile::mixed(path, messages, IdSpace::Distinct, seed)?)
 }
 
 /// `1M`, `10M`, `10k` for round counts; the plain number otherwise.
@@ -164,8 +115,8 @@ fn main() -> Result<()> {
 
     let start = Instant::now();
     let streams = [
-        Stream::write(dir.path(), settings.small, settings.seed)?,
-        Stream::write(dir.path(), settings.large, settings.seed)?,
+        write_stream(dir.path(), settings.small, settings.seed)?,
+        write_stream(dir.path(), settings.large, settings.seed)?,
     ];
     println!(
         "soak: streams of {} and {} messages, ids distinct, seed {}, {} round(s){}, grace args: {}; {:.1} + {:.1} MB written in {:.2?}",
@@ -173,7 +124,7 @@ fn main() -> Result<()> {
         settings.large,
         settings.seed,
         settings.rounds,
-        if settings.smoke { " (smoke run)" } else { "" },
+        settings.bench.smoke_note(),
         if settings.grace_args.is_empty() {
             "none".to_string()
         } else {
@@ -185,11 +136,7 @@ fn main() -> Result<()> {
     );
 
     let mut lab = Lab::new(dir.path());
-    if !lab.measures_rss() {
-        println!(
-            "note: no GNU time at {GNU_TIME}; peak RSS is not measured (apt-get install time)"
-        );
-    }
+    lab.print_rss_note();
     let grace = Binary {
         name: "grace",
         path: env!("CARGO_BIN_EXE_grace"),
@@ -207,23 +154,11 @@ fn main() -> Result<()> {
         tally.errors,
         tally.fallbacks
     );
-    if tally.lines != settings.small {
-        return Err(format!(
-            "grace wrote {} replies to {} requests",
-            tally.lines, settings.small
-        )
-        .into());
-    }
+    tally.expect_one_per_request(grace.name, streams[0].messages)?;
 
-    // Alternate which stream goes first, so neither always runs on a warmer machine.
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for round in 0..settings.rounds {
-        let order = if round.is_multiple_of(2) {
-            [0, 1]
-        } else {
-            [1, 0]
-        };
-        for index in order {
+        for index in alternating(round) {
             runs[index].push(lab.run(&grace, &streams[index].path, None)?);
         }
     }

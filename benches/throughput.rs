@@ -23,28 +23,23 @@
 //! Under `cargo test --benches` (no `--bench` argument) it runs as a smoke
 //! test: 10 000 messages, one round, unless the variables above say otherwise.
 
-#[path = "support/run.rs"]
-mod run;
-#[allow(dead_code)] // each bench uses its own part of the shared generator
-#[path = "support/stream.rs"]
-mod stream;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::env;
-use std::error::Error;
-use std::fs::{self, File};
-use std::io::BufWriter;
 use std::time::Instant;
 
-use run::{Binary, GNU_TIME, Lab, ReplyTally, Run, Summary, megabytes, verdict};
-use stream::IdSpace;
-
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+use support::Result;
+use support::run::{Binary, Lab, ReplyTally, Run, Summary, alternating, megabytes, verdict};
+use support::settings::{self, BenchEnv};
+use support::stream::{IdSpace, StreamFile};
 
 /// Requests in a full run; the targets are defined for this size.
 const TARGET_MESSAGES: u64 = 1_000_000;
 /// Requests in a smoke run (`cargo test`).
 const SMOKE_MESSAGES: u64 = 10_000;
-/// Measured runs of each binary, unless `GRACE_BENCH_ROUNDS` says otherwise.
+/// Measured runs of each binary in a full run, unless `GRACE_BENCH_ROUNDS`
+/// says otherwise.
 const DEFAULT_ROUNDS: usize = 5;
 /// Seed of the request stream, unless `GRACE_BENCH_SEED` says otherwise.
 const DEFAULT_SEED: u64 = 42;
@@ -60,46 +55,25 @@ struct Settings {
     rounds: usize,
     seed: u64,
     grace_args: Vec<String>,
-    smoke: bool,
+    bench: BenchEnv,
 }
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not.
-        let smoke = !env::args().any(|arg| arg == "--bench");
-        let messages = match env::var("GRACE_BENCH_MESSAGES") {
-            Ok(value) => value.replace('_', "").parse()?,
-            Err(_) if smoke => SMOKE_MESSAGES,
-            Err(_) => TARGET_MESSAGES,
-        };
+        let bench = BenchEnv::read();
         let ids = match env::var("GRACE_BENCH_IDS") {
             Ok(name) => IdSpace::parse(&name).ok_or_else(|| {
                 format!("GRACE_BENCH_IDS: expected distinct or hot, got {name:?}")
             })?,
             Err(_) => IdSpace::Distinct,
         };
-        let rounds = match env::var("GRACE_BENCH_ROUNDS") {
-            Ok(value) => value.parse()?,
-            Err(_) if smoke => 1,
-            Err(_) => DEFAULT_ROUNDS,
-        };
-        let seed = match env::var("GRACE_BENCH_SEED") {
-            Ok(value) => value.parse()?,
-            Err(_) => DEFAULT_SEED,
-        };
-        let grace_args = env::var("GRACE_BENCH_ARGS")
-            .map(|args| args.split_whitespace().map(String::from).collect())
-            .unwrap_or_default();
-        if rounds == 0 {
-            return Err("GRACE_BENCH_ROUNDS must be at least 1".into());
-        }
         Ok(Settings {
-            messages,
+            messages: bench.count("GRACE_BENCH_MESSAGES", TARGET_MESSAGES, SMOKE_MESSAGES)?,
             ids,
-            rounds,
-            seed,
-            grace_args,
-            smoke,
+            rounds: bench.rounds(DEFAULT_ROUNDS)?,
+            seed: settings::seed(DEFAULT_SEED)?,
+            grace_args: settings::grace_args(),
+            bench,
         })
     }
 }
@@ -107,11 +81,10 @@ impl Settings {
 fn main() -> Result<()> {
     let settings = Settings::from_env()?;
     let dir = tempfile::tempdir()?;
-    let stream = dir.path().join("requests.jsonl");
 
     let start = Instant::now();
-    stream::write_mixed_stream(
-        BufWriter::new(File::create(&stream)?),
+    let stream = StreamFile::mixed(
+        dir.path().join("requests.jsonl"),
         settings.messages,
         settings.ids,
         settings.seed,
@@ -122,17 +95,13 @@ fn main() -> Result<()> {
         settings.ids,
         settings.seed,
         settings.rounds,
-        if settings.smoke { " (smoke run)" } else { "" },
-        fs::metadata(&stream)?.len() as f64 / 1e6,
+        settings.bench.smoke_note(),
+        stream.megabytes()?,
         start.elapsed(),
     );
 
     let mut lab = Lab::new(dir.path());
-    if !lab.measures_rss() {
-        println!(
-            "note: no GNU time at {GNU_TIME}; peak RSS is not measured (apt-get install time)"
-        );
-    }
+    lab.print_rss_note();
     let binaries = [
         Binary {
             name: "grace",
@@ -151,30 +120,18 @@ fn main() -> Result<()> {
     // Unmeasured: checks one reply per request, and warms the page cache.
     for binary in &binaries {
         let mut tally = ReplyTally::default();
-        lab.run(binary, &stream, Some(&mut tally))?;
+        lab.run(binary, &stream.path, Some(&mut tally))?;
         println!(
             "check {:<12} {} replies ({} errors, {} from the fallback cache)",
             binary.name, tally.lines, tally.errors, tally.fallbacks
         );
-        if tally.lines != settings.messages {
-            return Err(format!(
-                "{} wrote {} replies to {} requests",
-                binary.name, tally.lines, settings.messages
-            )
-            .into());
-        }
+        tally.expect_one_per_request(binary.name, stream.messages)?;
     }
 
-    // Alternate which binary goes first, so neither always runs on a warmer machine.
     let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
     for round in 0..settings.rounds {
-        let order = if round.is_multiple_of(2) {
-            [0, 1]
-        } else {
-            [1, 0]
-        };
-        for index in order {
-            runs[index].push(lab.run(&binaries[index], &stream, None)?);
+        for index in alternating(round) {
+            runs[index].push(lab.run(&binaries[index], &stream.path, None)?);
         }
     }
 

@@ -4,10 +4,9 @@
 //! wall time from spawn to exit and, through GNU time, the peak resident set
 //! size; asked for a [`ReplyTally`], it also reads the replies back and counts
 //! them. [`Summary`] reduces the runs of one binary, or of one stream, to the
-//! figures the benches print. Include it from a bench with
-//! `#[path = "support/run.rs"] mod run;`.
+//! figures the benches print; [`median`], [`alternating`] and [`verdict`] are
+//! the small pieces every bench needs the same way.
 
-use std::error::Error;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,10 +14,10 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+use super::Result;
 
 /// GNU time, which reports a child's peak RSS (`%M`, in KiB).
-pub const GNU_TIME: &str = "/usr/bin/time";
+const GNU_TIME: &str = "/usr/bin/time";
 
 /// A binary under test.
 pub struct Binary {
@@ -34,6 +33,9 @@ pub struct Run {
     pub wall: Duration,
     /// Peak resident set size in KiB, when GNU time is available.
     pub peak_rss_kib: Option<u64>,
+    /// The run's own directory (its `--data-dir` and stderr), which a bench
+    /// may delete once measured when runs leave large journals behind.
+    pub dir: PathBuf,
 }
 
 /// A tally of the replies, from a verifying run.
@@ -42,6 +44,21 @@ pub struct ReplyTally {
     pub lines: u64,
     pub errors: u64,
     pub fallbacks: u64,
+    /// `order_response`s whose status is not `queued`.
+    pub not_queued: u64,
+}
+
+impl ReplyTally {
+    /// Fails unless the binary `name` wrote exactly one reply per request:
+    /// a bench's figures mean nothing if the binary skipped or added some.
+    pub fn expect_one_per_request(&self, name: &str, requests: u64) -> Result<()> {
+        if self.lines != requests {
+            return Err(
+                format!("{name} wrote {} replies to {requests} requests", self.lines).into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Where runs keep their files, and how they measure memory.
@@ -62,9 +79,25 @@ impl Lab {
         }
     }
 
-    /// Whether runs report their peak RSS.
-    pub fn measures_rss(&self) -> bool {
-        self.gnu_time
+    /// A lab that measures wall time only, with the binary as the direct
+    /// child of the clock: for a bench that reports no RSS, so GNU time
+    /// would only add a process to what it measures.
+    pub fn without_rss(dir: &Path) -> Lab {
+        Lab {
+            dir: dir.to_path_buf(),
+            gnu_time: false,
+            runs: 0,
+        }
+    }
+
+    /// Says, before any figure, when runs will not report their peak RSS and
+    /// how to get it, so a missing column is not mistaken for a failure.
+    pub fn print_rss_note(&self) {
+        if !self.gnu_time {
+            println!(
+                "note: no GNU time at {GNU_TIME}; peak RSS is not measured (apt-get install time)"
+            );
+        }
     }
 
     /// Runs `binary` once with `stream` on stdin; with `tally`, reads its
@@ -116,6 +149,10 @@ impl Lab {
                     counted.fallbacks += u64::from(
                         line.contains(r#""from_cache":true"#) || line.contains(r#""_cached":true"#),
                     );
+                    counted.not_queued += u64::from(
+                        line.contains(r#""type":"order_response""#)
+                            && !line.contains(r#""status":"queued""#),
+                    );
                 }
                 Ok(counted)
             })
@@ -142,7 +179,11 @@ impl Lab {
         } else {
             None
         };
-        Ok(Run { wall, peak_rss_kib })
+        Ok(Run {
+            wall,
+            peak_rss_kib,
+            dir: run_dir,
+        })
     }
 }
 
@@ -187,7 +228,9 @@ impl Summary {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median of `values`: the benches report medians over rounds, so one
+/// run disturbed by the rest of the machine does not move the figure.
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
     if values.len().is_multiple_of(2) {
@@ -205,4 +248,14 @@ pub fn megabytes(kib: u64) -> f64 {
 /// How a bench prints a target's outcome.
 pub fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT MET" }
+}
+
+/// Which of two things runs first in round `round` (`[0, 1]`, then `[1, 0]`,
+/// and so on): alternating, so neither always runs on a warmer machine.
+pub fn alternating(round: usize) -> [usize; 2] {
+    if round.is_multiple_of(2) {
+        [0, 1]
+    } else {
+        [1, 0]
+    }
 }

@@ -3,10 +3,13 @@
 //! Each function writes Maelstrom messages, one compact JSON object per line,
 //! addressed from `client` to `api`, with `msg_id` counting up from 1. The same
 //! seed always gives the same stream, so runs and binaries can be compared.
-//! Include it from a bench with `#[path = "support/stream.rs"] mod stream;`.
+//! [`StreamFile`] writes a stream to a file, the form the benches feed to a
+//! binary.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
 
 /// Share of messages, in percent, that are `set_mode`; the rest are reads,
 /// split evenly between `get_user` and `get_product`.
@@ -126,4 +129,44 @@ pub fn write_order_stream(
         )?;
     }
     w.flush()
+}
+
+/// A request stream written to a file, to be fed to a binary's stdin.
+///
+/// The benches time the binary, not the generator: each stream is written
+/// once, before any measured run, and every run reads the same file.
+pub struct StreamFile {
+    pub path: PathBuf,
+    /// Requests in the file, so one reply is expected for each.
+    pub messages: u64,
+}
+
+impl StreamFile {
+    /// Writes `messages` mixed requests (see [`write_mixed_stream`]) to `path`.
+    pub fn mixed(path: PathBuf, messages: u64, ids: IdSpace, seed: u64) -> io::Result<StreamFile> {
+        write_mixed_stream(BufWriter::new(File::create(&path)?), messages, ids, seed)?;
+        Ok(StreamFile { path, messages })
+    }
+
+    /// Writes a `set_service_health` that takes the order service down, then
+    /// `orders` orders with distinct ids (see [`write_order_stream`]) to
+    /// `path`: every order has to be queued durably, whichever way grace
+    /// checks for the outage.
+    pub fn orders(path: PathBuf, orders: u64, seed: u64) -> io::Result<StreamFile> {
+        let mut out = BufWriter::new(File::create(&path)?);
+        writeln!(
+            out,
+            r#"{{"src":"client","dest":"api","body":{{"type":"set_service_health","msg_id":0,"service":"order","available":false}}}}"#
+        )?;
+        write_order_stream(out, orders, IdSpace::Distinct, seed)?;
+        Ok(StreamFile {
+            path,
+            messages: orders + 1,
+        })
+    }
+
+    /// The file's size in MB, for the bench's first line.
+    pub fn megabytes(&self) -> io::Result<f64> {
+        Ok(fs::metadata(&self.path)?.len() as f64 / 1e6)
+    }
 }
