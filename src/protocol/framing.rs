@@ -202,14 +202,38 @@ impl Framer {
             return;
         }
         self.pending.extend_from_slice(chunk);
-        if self.over_limit(&self.pending) {
-            // Too long already: follow the rest without keeping it.
-            let line = trim_line(&self.pending[self.pending_line_start..]).to_vec();
-            self.pending.clear();
-            self.pending_line_start = 0;
-            self.skipping_line = true;
-            self.start_oversized(&line, self.line_no, on_frame);
+        let line = &self.pending[self.pending_line_start..];
+        // A line at column 0 opening an object may be the next message
+        // rather than part of the open one: until it is complete, it is
+        // measured on its own.
+        let may_start_a_message = self.gathering.is_some() && line.first() == Some(&b'{');
+        let measured = if may_start_a_message {
+            line
+        } else {
+            &self.pending[..]
+        };
+        if !self.over_limit(measured) {
+            return;
         }
+        // Too long already: follow the rest without keeping it.
+        let line = trim_line(line).to_vec();
+        if may_start_a_message && self.next_message_starts_here(&line) {
+            let gathering = self.gathering.take().expect("gathering");
+            on_frame(gathering.dropped());
+        }
+        self.pending.clear();
+        self.pending_line_start = 0;
+        self.skipping_line = true;
+        self.start_oversized(&line, self.line_no, on_frame);
+    }
+
+    /// Whether `line`, at column 0 while an object is open, starts the next
+    /// message: where the open object cannot take a value, or as a whole
+    /// one-line object within the limit (an oversized line is judged by the
+    /// first rule alone, as it is before it has fully arrived).
+    fn next_message_starts_here(&self, line: &[u8]) -> bool {
+        let gathering = self.gathering.as_ref().expect("gathering");
+        !gathering.nesting.expects_value() || (looks_complete(line) && !self.over_limit(line))
     }
 
     fn over_limit(&self, raw: &[u8]) -> bool {
@@ -321,10 +345,10 @@ impl Framer {
         line_no: u64,
         on_frame: &mut impl FnMut(Frame<'_>),
     ) {
+        let next_message = pending.get(start) == Some(&b'{')
+            && self.next_message_starts_here(trim_line(&pending[start..]));
         let gathering = self.gathering.as_mut().expect("gathering");
         let line = trim_line(&pending[start..]);
-        let next_message = pending.get(start) == Some(&b'{')
-            && (looks_complete(line) || !gathering.nesting.expects_value());
         if next_message {
             // An object at column 0 where the open one cannot take a value
             // (or a whole one-line object) is the next message: the open

@@ -85,8 +85,10 @@ pub enum Rejected<'a> {
 struct Envelope<'a> {
     #[serde(borrow, default)]
     src: Option<Cow<'a, str>>,
+    /// Kept raw: an ill-typed `dest` is the sender's mistake to be told
+    /// about, not a reason to leave the request unanswered.
     #[serde(borrow, default)]
-    dest: Option<Cow<'a, str>>,
+    dest: Option<&'a RawValue>,
     #[serde(borrow, default)]
     body: Option<&'a RawValue>,
 }
@@ -120,7 +122,14 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
     };
     let head: BodyHead = serde_json::from_str(body.get())
         .map_err(|err| Rejected::Unaddressable(format!("body is not valid: {err}")))?;
-    let dest = envelope.dest;
+    let dest = envelope
+        .dest
+        .map(|raw| serde_json::from_str::<Option<Cow<str>>>(raw.get()));
+    let (dest, dest_is_ill_typed) = match dest {
+        Some(Ok(dest)) => (dest, false),
+        Some(Err(_)) => (None, true),
+        None => (None, false),
+    };
     let msg_id = match head.msg_id.map(parse_msg_id).transpose() {
         Ok(msg_id) => msg_id.flatten(),
         Err(error) => {
@@ -132,6 +141,15 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
             });
         }
     };
+    if dest_is_ill_typed {
+        let error = RequestError::malformed("dest: must be a string");
+        return Err(Rejected::Malformed {
+            src,
+            dest,
+            msg_id,
+            error,
+        });
+    }
     let kind = match head
         .kind
         .map(|raw| serde_json::from_str::<Cow<str>>(raw.get()))
@@ -284,6 +302,14 @@ mod tests {
         assert!(rejected_reason("{not json").contains("not a valid message"));
         assert!(rejected_reason(r#"["c","n",{"type":"echo"}]"#).contains("object"));
         assert!(rejected_reason(r#"{"src":"c","body":{"x":1}}"#).contains("type"));
+    }
+
+    #[test]
+    fn ill_typed_dest_is_malformed_but_answered() {
+        let (msg_id, text) =
+            malformed_text(r#"{"src":"c","dest":5,"body":{"type":"echo","msg_id":4,"echo":1}}"#);
+        assert_eq!(msg_id, Some(4));
+        assert!(text.contains("dest"));
     }
 
     #[test]
