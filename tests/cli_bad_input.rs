@@ -44,8 +44,14 @@ fn run_between_echoes(bad: &[u8]) -> Finished {
     let mut input = echo(1).into_bytes();
     input.push(b'\n');
     input.extend_from_slice(bad);
+    run_then_echo(input, 3)
+}
+
+/// Runs `input` and then an echo with `msg_id` on a line of its own:
+/// whatever the input did, that echo must still be answered.
+fn run_then_echo(mut input: Vec<u8>, msg_id: u64) -> Finished {
     input.push(b'\n');
-    input.extend_from_slice(echo(3).as_bytes());
+    input.extend_from_slice(echo(msg_id).as_bytes());
     input.push(b'\n');
     Grace::new().run(&input)
 }
@@ -379,9 +385,7 @@ fn many_bad_lines_in_a_row_do_not_stop_the_node() {
         }
         input.push(b'\n');
     }
-    input.extend_from_slice(echo(7).as_bytes());
-    input.push(b'\n');
-    let finished = Grace::new().run(&input);
+    let finished = run_then_echo(input, 7);
     finished.assert_clean_exit();
     assert_eq!(finished.lines.len(), 1, "{:?}", &finished.lines);
     assert_eq!(finished.body_for(7)["echo"], 7);
@@ -531,11 +535,7 @@ fn deeply_nested_echo_value_gets_a_reply_a_json_parser_can_read() {
     let line = format!(
         r#"{{"src":"client","dest":"api","body":{{"type":"echo","msg_id":1,"echo":{nested}}}}}"#
     );
-    let mut input = line.into_bytes();
-    input.push(b'\n');
-    input.extend_from_slice(echo(2).as_bytes());
-    input.push(b'\n');
-    let finished = Grace::new().run(&input);
+    let finished = run_then_echo(line.into_bytes(), 2);
     // Every line parses with serde_json's default depth limit (128), as it
     // would for a Maelstrom client.
     finished.assert_clean_exit();
@@ -577,12 +577,8 @@ fn random_binary_noise_does_not_crash_the_node() {
         state ^= state << 17;
         noise.extend_from_slice(&state.to_le_bytes());
     }
-    let mut input = noise;
     // Whatever the noise left open, a message at column 0 starts afresh.
-    input.push(b'\n');
-    input.extend_from_slice(echo(5).as_bytes());
-    input.push(b'\n');
-    let finished = Grace::new().run(&input);
+    let finished = run_then_echo(noise, 5);
     finished.assert_clean_exit();
     assert_eq!(finished.body_for(5)["echo"], 5);
 }
