@@ -1,0 +1,645 @@
+//! What must hold whatever grace is fed: the checks shared by the fuzz
+//! targets and by the CI-sized property test (`tests/fuzz_properties.rs`
+//! includes this file with `#[path]`, so there is one copy of them).
+//!
+//! - Framing: the frames of an input do not depend on how it was split into
+//!   chunks ([`check_framing`]).
+//! - Node: [`Driver`] feeds bytes through a [`Framer`] into a [`Node`] the way
+//!   the runtime does, on a synthetic clock, and checks after every message
+//!   that the node's output is whole reply lines, each one JSON envelope
+//!   ([`parse_reply_lines`]), and that the message got the answer the
+//!   protocol promises for it ([`promise_for`]): exactly one reply to its
+//!   sender echoing its `msg_id`, or nothing when no reply can be addressed.
+//!   It also checks that [`Node::handle_timeout`] leaves no work due, since
+//!   the runtime would otherwise wake up again at once, forever.
+//!
+//! The promise is worked out by a parser that shares nothing with grace's:
+//! `serde_json::Value` with duplicate keys rejected. Where the two parsers
+//! may disagree (numbers beyond `f64`, lone surrogates, duplicate keys) the
+//! promise is only "at most one reply".
+//!
+//! Each bug the fuzzers found is pinned by a regression test in
+//! `tests/fuzz_properties.rs` (see `fuzz/README.md` for the list).
+
+use grace::backend::Backend;
+use grace::node::{Node, NodeConfig};
+use grace::protocol::framing::{Frame, Framer};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::HashSet;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// The message types grace answers, each with the `type` of its success
+/// reply. The property test checks this against `grace::handlers::MESSAGE_TYPES`.
+pub const REPLY_TYPES: [(&str, &str); 15] = [
+    ("init", "init_ok"),
+    ("echo", "echo_ok"),
+    ("get_user", "user_response"),
+    ("get_product", "product_response"),
+    ("set_mode", "mode_changed"),
+    ("set_feature", "feature_set"),
+    ("get_recommendations", "recommendations_response"),
+    ("search", "search_response"),
+    ("get_reviews", "reviews_response"),
+    ("set_service_health", "service_health_ok"),
+    ("get_status", "status"),
+    ("create_order", "order_response"),
+    ("get_order", "order_status"),
+    ("get_queue", "queue_status"),
+    ("process_queue", "queue_processed"),
+];
+
+/// Maelstrom's "not supported" code, for an unknown `type`.
+pub const CODE_NOT_SUPPORTED: u64 = 10;
+/// Maelstrom's "malformed request" code.
+pub const CODE_MALFORMED: u64 = 12;
+
+// ---------------------------------------------------------------------------
+// Framing
+
+/// A frame with its bytes copied out, so runs can be compared.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OwnedFrame {
+    Message { line: u64, bytes: Vec<u8> },
+    Oversized { line: u64 },
+    Unterminated { line: u64 },
+}
+
+impl From<Frame<'_>> for OwnedFrame {
+    fn from(frame: Frame<'_>) -> Self {
+        match frame {
+            Frame::Message { line, bytes } => OwnedFrame::Message {
+                line,
+                bytes: bytes.to_vec(),
+            },
+            Frame::Oversized { line } => OwnedFrame::Oversized { line },
+            Frame::Unterminated { line } => OwnedFrame::Unterminated { line },
+        }
+    }
+}
+
+impl fmt::Debug for OwnedFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The bytes as text, which is what a reader of a failure wants.
+            OwnedFrame::Message { line, bytes } => f
+                .debug_struct("Message")
+                .field("line", line)
+                .field("bytes", &String::from_utf8_lossy(bytes))
+                .finish(),
+            OwnedFrame::Oversized { line } => {
+                f.debug_struct("Oversized").field("line", line).finish()
+            }
+            OwnedFrame::Unterminated { line } => {
+                f.debug_struct("Unterminated").field("line", line).finish()
+            }
+        }
+    }
+}
+
+/// Runs `input` through a framer limited to `max_message_bytes`, pushed in
+/// pieces of the given sizes (the rest in one last piece), then `finish`.
+pub fn frames_of(input: &[u8], piece_sizes: &[usize], max_message_bytes: usize) -> Vec<OwnedFrame> {
+    let mut framer = Framer::new(max_message_bytes);
+    let mut frames = Vec::new();
+    let mut collect = |frame: Frame<'_>| frames.push(OwnedFrame::from(frame));
+    let mut rest = input;
+    for &size in piece_sizes {
+        let (piece, after) = rest.split_at(size.min(rest.len()));
+        framer.push(piece, &mut collect);
+        rest = after;
+    }
+    framer.push(rest, &mut collect);
+    framer.finish(&mut collect);
+    frames
+}
+
+/// Checks the framer on `input`: pushed whole or in the given pieces it
+/// gives the same frames; every message starts at a token and is within the
+/// limit, and line numbers never go back or past the input's last line.
+/// Panics on failure.
+pub fn check_framing(input: &[u8], piece_sizes: &[usize], max_message_bytes: usize) {
+    let whole = frames_of(input, &[], max_message_bytes);
+    let pieces = frames_of(input, piece_sizes, max_message_bytes);
+    let lines = 1 + input.iter().filter(|&&byte| byte == b'\n').count() as u64;
+    for frames in [&whole, &pieces] {
+        check_frame_sequence(frames, lines);
+    }
+    for frame in whole.iter().chain(&pieces) {
+        if let OwnedFrame::Message { bytes, .. } = frame {
+            // The limit is on a message's content, without the whitespace
+            // around it.
+            let size = bytes.trim_ascii().len();
+            assert!(
+                size <= max_message_bytes,
+                "message of {size} bytes passed the limit of {max_message_bytes}"
+            );
+        }
+    }
+    assert_eq!(
+        whole, pieces,
+        "frames differ when the input is pushed in pieces {piece_sizes:?} (limit {max_message_bytes})"
+    );
+}
+
+/// [`check_framing`] with piece sizes drawn from `seed`.
+pub fn check_framing_seeded(input: &[u8], seed: u64, max_message_bytes: usize) {
+    let pieces = SplitMix::new(seed).piece_sizes(input.len());
+    check_framing(input, &pieces, max_message_bytes);
+}
+
+fn check_frame_sequence(frames: &[OwnedFrame], lines: u64) {
+    let mut previous = 1;
+    for frame in frames {
+        let line = match frame {
+            OwnedFrame::Message { line, bytes } => {
+                // A multi-line message keeps its lines' own whitespace,
+                // but every message starts at its first token.
+                assert!(
+                    bytes
+                        .first()
+                        .is_some_and(|byte| !byte.is_ascii_whitespace()),
+                    "message frame empty or not trimmed: {frames:?}"
+                );
+                *line
+            }
+            OwnedFrame::Oversized { line } | OwnedFrame::Unterminated { line } => *line,
+        };
+        assert!(
+            (previous..=lines).contains(&line),
+            "frame line {line} out of order or past the input's {lines} lines: {frames:?}"
+        );
+        previous = line;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reply lines
+
+/// One reply line, as checked by [`parse_reply_lines`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub src: String,
+    pub dest: String,
+    pub kind: String,
+    pub in_reply_to: Option<u64>,
+    /// The error code, for an `error` reply.
+    pub code: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEnvelope {
+    src: String,
+    dest: String,
+    body: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, deserialize_with = "present")]
+    in_reply_to: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    code: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    text: Option<Box<RawValue>>,
+}
+
+/// A field that is there, even as `null` (which `Option` would hide).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// Splits a node's output into reply lines and checks each one: UTF-8,
+/// no `\r` (a reader splitting on it would see two lines), exactly one JSON
+/// object with string `src` and `dest` and an object `body` and nothing else,
+/// the body with a string `type`, an integer `in_reply_to` if present, and
+/// for an `error` an integer `code` and a string `text`. Panics on failure.
+pub fn parse_reply_lines(output: &[u8]) -> Vec<Reply> {
+    if output.is_empty() {
+        return Vec::new();
+    }
+    assert!(
+        output.ends_with(b"\n"),
+        "output does not end with a newline: {:?}",
+        String::from_utf8_lossy(output)
+    );
+    output[..output.len() - 1]
+        .split(|&byte| byte == b'\n')
+        .map(parse_reply_line)
+        .collect()
+}
+
+fn parse_reply_line(line: &[u8]) -> Reply {
+    let shown = || String::from_utf8_lossy(line).into_owned();
+    assert!(
+        !line.contains(&b'\r'),
+        "reply line contains \\r: {:?}",
+        shown()
+    );
+    let envelope: WireEnvelope = serde_json::from_slice(line)
+        .unwrap_or_else(|err| panic!("reply line is not one JSON envelope ({err}): {:?}", shown()));
+    assert!(
+        envelope.body.get().starts_with('{'),
+        "reply body is not an object: {:?}",
+        shown()
+    );
+    let body: WireBody = serde_json::from_str(envelope.body.get())
+        .unwrap_or_else(|err| panic!("reply body is not valid ({err}): {:?}", shown()));
+    let integer = |field: &str, raw: &RawValue| {
+        serde_json::from_str::<u64>(raw.get())
+            .unwrap_or_else(|_| panic!("reply {field} is not an integer: {:?}", shown()))
+    };
+    let in_reply_to = body
+        .in_reply_to
+        .as_deref()
+        .map(|raw| integer("in_reply_to", raw));
+    let code = body.code.as_deref().map(|raw| integer("code", raw));
+    if body.kind == "error" {
+        assert!(code.is_some(), "error reply without code: {:?}", shown());
+        let text_is_string = body
+            .text
+            .as_deref()
+            .is_some_and(|raw| serde_json::from_str::<String>(raw.get()).is_ok());
+        assert!(
+            text_is_string,
+            "error reply without string text: {:?}",
+            shown()
+        );
+    }
+    Reply {
+        src: envelope.src,
+        dest: envelope.dest,
+        kind: body.kind,
+        in_reply_to,
+        code,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What a message is owed
+
+/// What the protocol promises for one framed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promise {
+    /// Not JSON, or nobody to answer: nothing may be written.
+    Silence,
+    /// Exactly one reply, to `to`, echoing `in_reply_to`.
+    Reply {
+        to: String,
+        in_reply_to: Option<u64>,
+        answer: Answer,
+    },
+    /// The strict parser and grace's may disagree: at most one reply.
+    AtMostOne,
+}
+
+/// Which reply a request may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A known type: its own reply type, or any error.
+    SuccessOrError(&'static str),
+    /// An error with this code.
+    Error(u64),
+}
+
+/// The message's type, when it is a known one.
+pub fn known_type(kind: &str) -> Option<(&'static str, &'static str)> {
+    REPLY_TYPES.iter().copied().find(|&(name, _)| name == kind)
+}
+
+/// Works out what `message` is owed from its bytes alone.
+pub fn promise_for(message: &[u8]) -> Promise {
+    if serde_json::from_slice::<IgnoredAny>(message).is_err() {
+        // Grace's own parse accepts less than this one, so it fails too.
+        return Promise::Silence;
+    }
+    if serde_json::from_slice::<UniqueKeys>(message).is_err() {
+        return Promise::AtMostOne;
+    }
+    let envelope = match serde_json::from_slice::<Value>(message) {
+        Ok(Value::Object(envelope)) => envelope,
+        // A message is an object, never an array or a scalar.
+        Ok(_) => return Promise::Silence,
+        Err(_) => return Promise::AtMostOne,
+    };
+    let (Some(Value::String(src)), Some(Value::Object(body))) =
+        (envelope.get("src"), envelope.get("body"))
+    else {
+        return Promise::Silence;
+    };
+    let reply = |in_reply_to, answer| Promise::Reply {
+        to: src.clone(),
+        in_reply_to,
+        answer,
+    };
+    let msg_id = match body.get("msg_id") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64() {
+            Some(id) => Some(id),
+            None => return reply(None, Answer::Error(CODE_MALFORMED)),
+        },
+    };
+    let dest_is_ill_typed = !matches!(
+        envelope.get("dest"),
+        None | Some(Value::Null | Value::String(_))
+    );
+    if dest_is_ill_typed {
+        // The sender's mistake, told to the sender.
+        return reply(msg_id, Answer::Error(CODE_MALFORMED));
+    }
+    match body.get("type") {
+        None | Some(Value::Null) if msg_id.is_none() => Promise::Silence,
+        None | Some(Value::Null) => reply(msg_id, Answer::Error(CODE_MALFORMED)),
+        Some(Value::String(kind)) => match known_type(kind) {
+            Some((_, reply_type)) => reply(msg_id, Answer::SuccessOrError(reply_type)),
+            None => reply(msg_id, Answer::Error(CODE_NOT_SUPPORTED)),
+        },
+        Some(_) => reply(msg_id, Answer::Error(CODE_MALFORMED)),
+    }
+}
+
+/// Checks the replies one message produced against its promise. Panics on failure.
+pub fn check_promise(message: &[u8], promise: &Promise, replies: &[Reply]) {
+    let shown = || String::from_utf8_lossy(message).into_owned();
+    match promise {
+        Promise::Silence => assert!(
+            replies.is_empty(),
+            "unanswerable message got replies {replies:?}: {:?}",
+            shown()
+        ),
+        Promise::AtMostOne => assert!(
+            replies.len() <= 1,
+            "message got {} replies {replies:?}: {:?}",
+            replies.len(),
+            shown()
+        ),
+        Promise::Reply {
+            to,
+            in_reply_to,
+            answer,
+        } => {
+            let [reply] = replies else {
+                panic!(
+                    "message got {} replies instead of one {replies:?}: {:?}",
+                    replies.len(),
+                    shown()
+                );
+            };
+            assert_eq!(&reply.dest, to, "reply to the wrong client: {:?}", shown());
+            assert_eq!(
+                reply.in_reply_to,
+                *in_reply_to,
+                "reply answers the wrong msg_id: {:?}",
+                shown()
+            );
+            let fits = match *answer {
+                Answer::SuccessOrError(reply_type) => {
+                    reply.kind == reply_type || reply.kind == "error"
+                }
+                Answer::Error(code) => reply.kind == "error" && reply.code == Some(code),
+            };
+            assert!(fits, "expected {answer:?}, got {reply:?}: {:?}", shown());
+        }
+    }
+}
+
+/// Deserializes any JSON, failing on an object with a repeated key.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value without repeated keys")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key) {
+                return Err(de::Error::custom("repeated key"));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driving a node
+
+/// A small deterministic generator (SplitMix64) for piece sizes and clock
+/// steps, so one seed taken from the fuzz input replays the same run.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    /// Sizes of the pieces to push `len` bytes in: mostly small (down to
+    /// empty), now and then large, as reads from a pipe come.
+    pub fn piece_sizes(&mut self, len: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut covered = 0;
+        while covered < len {
+            let size = match self.below(10) {
+                0 => 0,
+                1..=6 => 1 + self.below(8) as usize,
+                7 | 8 => 1 + self.below(64) as usize,
+                _ => 1 + self.below(1024) as usize,
+            };
+            sizes.push(size);
+            covered += size;
+        }
+        sizes
+    }
+
+    /// How far the clock moves before the next message: mostly a few
+    /// milliseconds, sometimes past a breaker's open wait or a retry's
+    /// backoff, rarely past the longest of them.
+    pub fn clock_step(&mut self) -> Duration {
+        match self.below(100) {
+            0..=89 => Duration::from_millis(self.below(10)),
+            90..=97 => Duration::from_millis(1_000 + self.below(9_000)),
+            _ => Duration::from_millis(30_000 + self.below(90_000)),
+        }
+    }
+}
+
+/// What one push into the [`Driver`] produced.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    /// Every reply written, in order, each already checked.
+    pub replies: Vec<Reply>,
+    /// Messages handed to the node.
+    pub messages: usize,
+}
+
+/// A node fed the way the runtime feeds it (framer → node, journal rows
+/// taken after every message), on a synthetic clock that the seed moves a
+/// little before each message. Every message is checked as it is handled.
+pub struct Driver {
+    framer: Framer,
+    node: NodeUnderTest,
+}
+
+struct NodeUnderTest {
+    node: Node,
+    now: Instant,
+    clock: SplitMix,
+}
+
+impl Driver {
+    /// A node with the default configuration in front of the demo services.
+    pub fn new(seed: u64) -> Self {
+        let now = Instant::now();
+        Driver {
+            framer: Framer::default(),
+            node: NodeUnderTest {
+                node: Node::new(NodeConfig::default(), Backend::demo(), now),
+                now,
+                clock: SplitMix::new(seed),
+            },
+        }
+    }
+
+    /// Feeds one chunk of input.
+    pub fn push(&mut self, chunk: &[u8]) -> Pushed {
+        let mut pushed = Pushed::default();
+        let node = &mut self.node;
+        self.framer
+            .push(chunk, &mut |frame| node.handle_frame(frame, &mut pushed));
+        pushed
+    }
+
+    /// Ends the input, as EOF does.
+    pub fn finish(&mut self) -> Pushed {
+        let mut pushed = Pushed::default();
+        let node = &mut self.node;
+        self.framer
+            .finish(&mut |frame| node.handle_frame(frame, &mut pushed));
+        pushed
+    }
+
+    /// Moves the clock on by `by`, doing the work that falls due.
+    pub fn advance(&mut self, by: Duration) {
+        self.node.now += by;
+        self.node.run_due_timeouts();
+    }
+}
+
+/// Feeds `input` to a fresh node in pieces drawn from `seed`, the clock
+/// moving between messages as `seed` says, then ends the input and waits
+/// long enough for every pending retry to run. Every message is checked as
+/// it is handled.
+pub fn check_node_on_bytes(input: &[u8], seed: u64) {
+    let mut driver = Driver::new(seed);
+    let mut rest = input;
+    for size in SplitMix::new(seed ^ 0x5eed).piece_sizes(input.len()) {
+        let (piece, after) = rest.split_at(size.min(rest.len()));
+        driver.push(piece);
+        rest = after;
+    }
+    driver.finish();
+    driver.advance(LONG_WAIT);
+}
+
+/// Longer than any breaker wait or retry backoff with the default
+/// configuration, so after it nothing is left waiting on the clock.
+pub const LONG_WAIT: Duration = Duration::from_secs(600);
+
+impl NodeUnderTest {
+    fn handle_frame(&mut self, frame: Frame<'_>, pushed: &mut Pushed) {
+        let Frame::Message { line, bytes } = frame else {
+            return;
+        };
+        self.now += self.clock.clock_step();
+        self.run_due_timeouts();
+        let promise = promise_for(bytes);
+        self.node.handle_message(bytes, line, self.now);
+        pushed.messages += 1;
+        // The runtime commits these before writing the replies.
+        self.node.take_journal_writes();
+        let replies = parse_reply_lines(&self.node.take_output());
+        check_promise(bytes, &promise, &replies);
+        pushed.replies.extend(replies);
+    }
+
+    /// Calls `handle_timeout` while the node says work is due, as the
+    /// runtime's loop does when no input comes.
+    fn run_due_timeouts(&mut self) {
+        let Some(due) = self.node.poll_timeout() else {
+            return;
+        };
+        if due > self.now {
+            return;
+        }
+        self.node.handle_timeout(self.now);
+        self.node.take_journal_writes();
+        let output = self.node.take_output();
+        assert!(
+            output.is_empty(),
+            "handle_timeout wrote output: {:?}",
+            String::from_utf8_lossy(&output)
+        );
+        if let Some(next) = self.node.poll_timeout() {
+            assert!(
+                next > self.now,
+                "handle_timeout left work due now: the runtime would spin"
+            );
+        }
+    }
+}
