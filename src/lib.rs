@@ -9,12 +9,14 @@
 //! - [`cache`]: the fallback cache of last good copies;
 //! - [`load_mode`]: load modes and feature kill switches;
 //! - [`queue`]: the durable request queue and its journal;
-//! - [`backend`]: the simulated downstream services.
+//! - [`backend`]: the simulated downstream services;
+//! - [`diagnostics`]: log lines on stderr, written in blocks.
 
 pub mod backend;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod diagnostics;
 pub mod handlers;
 pub mod load_mode;
 pub mod node;

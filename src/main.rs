@@ -20,11 +20,13 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| grace::diagnostics::BufferedStderr)
         .with_ansi(std::io::stderr().is_terminal())
         // A closed stderr must not take the node down: drop the log line.
         .log_internal_errors(false)
         .with_env_filter(filter)
         .init();
-    grace::runtime::run(config)
+    let status = grace::runtime::run(config);
+    grace::diagnostics::flush();
+    status
 }

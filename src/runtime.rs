@@ -1,15 +1,19 @@
 //! The thin I/O edge: stdin to the node, the node's replies to stdout, the
 //! clock, signals and the journal.
 //!
-//! One thread reads stdin in large chunks, another turns SIGTERM/SIGINT into
-//! an event; both feed one channel. The main thread frames the bytes, hands
-//! each message to the [`Node`] with the current instant, wakes at
-//! [`Node::poll_timeout`] when no input comes, and after each burst commits
-//! the journal rows the burst produced (one transaction: group commit)
-//! *before* writing its replies, so a "queued" reply always describes a
-//! request already on disk. Replies are written whenever no further input is
-//! waiting, so a single request is answered at once and a flood of them is
-//! written in large blocks.
+//! One thread does it all. It waits in `poll(2)` on stdin and on a pipe that
+//! the SIGTERM/SIGINT handler writes to, with the node's next deadline
+//! ([`Node::poll_timeout`]) as the timeout. Each read of stdin is framed and
+//! handed to the [`Node`] with one reading of the clock. Whenever no further
+//! input is waiting, the journal rows the burst produced are committed (one
+//! transaction: group commit) *before* its replies are written, so a
+//! "queued" reply always describes a request already on disk. A single
+//! request is thus answered at once, and a flood is written in large blocks.
+//!
+//! A signal stops the reading: what was already read is answered, the
+//! journal committed, the replies written, and the process exits 0. Nothing
+//! more is read after it, so a writer that never stops cannot keep the node
+//! alive or make it buffer without bound.
 
 use crate::backend::Backend;
 use crate::config::Config;
@@ -18,26 +22,18 @@ use crate::protocol::reply::UNNAMED_NODE_ID;
 use crate::protocol::{self, framing::Frame, framing::Framer};
 use crate::queue::RecoveredQueue;
 use crate::queue::journal::{JournalInfo, SqliteJournal};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::thread;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Bytes read from stdin at a time.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// Chunks that may wait in the channel; bounds memory when stdout is slow.
-const CHANNEL_CHUNKS: usize = 64;
+/// Bytes read from stdin at a time (a pipe holds 64 KiB; a file gives more).
+const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// Replies buffered before they are written even though input keeps coming.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
-
-enum Event {
-    Input(Vec<u8>),
-    EndOfInput,
-    Signal(i32),
-}
 
 /// Runs the node until the end of input or a signal.
 pub fn run(config: Config) -> ExitCode {
@@ -51,14 +47,23 @@ pub fn run(config: Config) -> ExitCode {
         },
         None => Backend::demo(),
     };
-    let stdout = match io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => File::from(fd),
-        Err(err) => {
-            eprintln!("grace: cannot use stdout: {err}");
+    let (stdin, stdout) = match (
+        duplicate(io::stdin().as_fd()),
+        duplicate(io::stdout().as_fd()),
+    ) {
+        (Ok(stdin), Ok(stdout)) => (stdin, stdout),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("grace: cannot use stdin/stdout: {err}");
             return ExitCode::from(2);
         }
     };
-    let events = spawn_event_sources();
+    let signals = match SignalPipe::register() {
+        Ok(signals) => Some(signals),
+        Err(err) => {
+            tracing::warn!("cannot catch SIGTERM/SIGINT: {err}");
+            None
+        }
+    };
     let mut runtime = Runtime {
         seed: config.seed.unwrap_or_else(clock_seed),
         framer: Framer::new(config.max_message_bytes),
@@ -73,7 +78,8 @@ pub fn run(config: Config) -> ExitCode {
     if let Some(node_id) = runtime.config.node_id.clone() {
         runtime.start_node(&node_id, Instant::now());
     }
-    match runtime.run(events) {
+    let mut input = Input { stdin, signals };
+    match runtime.run(&mut input) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Stop::StdoutClosed) => {
             tracing::debug!("stdout was closed by the reader; exiting");
@@ -86,52 +92,84 @@ pub fn run(config: Config) -> ExitCode {
     }
 }
 
+/// An owned copy of a standard stream's descriptor, read and written
+/// without std's locks and buffers (the runtime does its own batching).
+fn duplicate(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<File> {
+    fd.try_clone_to_owned().map(File::from)
+}
+
 fn clock_seed() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
-fn spawn_event_sources() -> Receiver<Event> {
-    let (sender, receiver) = mpsc::sync_channel(CHANNEL_CHUNKS);
-    let input = sender.clone();
-    thread::spawn(move || read_stdin(input));
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
-        Ok(mut signals) => {
-            thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    let _ = sender.send(Event::Signal(signal));
-                }
-            });
-        }
-        Err(err) => tracing::warn!("cannot catch SIGTERM/SIGINT: {err}"),
-    }
-    receiver
+/// SIGTERM and SIGINT, turned into a readable byte on a pipe so that the
+/// loop can wait for input and signals in one `poll`.
+struct SignalPipe {
+    receiver: UnixStream,
 }
 
-fn read_stdin(events: SyncSender<Event>) {
-    let mut stdin = io::stdin().lock();
-    loop {
-        let mut chunk = vec![0; READ_CHUNK_BYTES];
-        match stdin.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(read) => {
-                chunk.truncate(read);
-                if events.send(Event::Input(chunk)).is_err() {
-                    return;
+impl SignalPipe {
+    fn register() -> io::Result<Self> {
+        let (receiver, sender) = UnixStream::pair()?;
+        receiver.set_nonblocking(true)?;
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::low_level::pipe::register(signal, sender.try_clone()?)?;
+        }
+        Ok(SignalPipe { receiver })
+    }
+}
+
+/// What woke the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// SIGTERM or SIGINT arrived.
+    Signal,
+    /// stdin has bytes, or its end (or an error) to report.
+    Input,
+    /// Nothing arrived before the deadline.
+    Timeout,
+}
+
+/// The loop's two sources: stdin and the signal pipe.
+struct Input {
+    stdin: File,
+    signals: Option<SignalPipe>,
+}
+
+impl Input {
+    /// Waits up to `timeout` (`None`: for ever) for a signal or input; a
+    /// signal wins when both are there.
+    fn wait(&mut self, timeout: Option<Duration>) -> Wake {
+        let readable = PollFlags::IN;
+        let mut fds = vec![PollFd::new(&self.stdin, readable)];
+        if let Some(signals) = &self.signals {
+            fds.push(PollFd::new(&signals.receiver, readable));
+        }
+        // A deadline too far to express is as good as none.
+        let timeout = timeout.and_then(|wait| Timespec::try_from(wait).ok());
+        loop {
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(err) => {
+                    // Not expected with valid descriptors; let the read
+                    // report whatever is wrong with stdin.
+                    tracing::warn!("poll failed: {err}");
+                    return Wake::Input;
                 }
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                tracing::warn!("reading stdin failed, treating it as the end of input: {err}");
-                break;
-            }
         }
+        if fds.get(1).is_some_and(|fd| !fd.revents().is_empty()) {
+            return Wake::Signal;
+        }
+        // Readable, at its end (HUP), or broken (ERR, NVAL): the read tells.
+        if !fds[0].revents().is_empty() {
+            return Wake::Input;
+        }
+        Wake::Timeout
     }
-    let _ = events.send(Event::EndOfInput);
 }
 
 /// Why the loop stopped early.
@@ -156,37 +194,50 @@ struct Runtime {
 }
 
 impl Runtime {
-    fn run(&mut self, events: Receiver<Event>) -> Result<(), Stop> {
-        let mut waiting: Option<Event> = None;
+    fn run(&mut self, input: &mut Input) -> Result<(), Stop> {
+        let mut buffer = vec![0; READ_CHUNK_BYTES];
         loop {
-            let event = match waiting.take() {
-                Some(event) => Some(event),
-                None => self.next_event(&events),
-            };
-            match event {
-                None => {
+            let mut wake = input.wait(Some(Duration::ZERO));
+            if wake == Wake::Timeout {
+                // Nothing more is waiting: answer what was read, then sleep
+                // until input, a signal, or the node's next deadline.
+                self.commit_and_write()?;
+                let deadline = self.node.as_ref().and_then(Node::poll_timeout);
+                let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+                wake = input.wait(timeout);
+            }
+            match wake {
+                Wake::Signal => {
+                    tracing::info!("signal received; answering the input already read");
+                    self.finish_input();
+                    break;
+                }
+                Wake::Timeout => {
                     if let Some(node) = &mut self.node {
                         node.handle_timeout(Instant::now());
                     }
                 }
-                Some(Event::Input(chunk)) => self.feed(&chunk),
-                Some(Event::EndOfInput) => {
-                    self.finish_input();
-                    break;
-                }
-                Some(Event::Signal(signal)) => {
-                    tracing::info!(signal, "signal received; finishing the input already read");
-                    while let Ok(Event::Input(chunk)) = events.try_recv() {
-                        self.feed(&chunk);
+                Wake::Input => match input.stdin.read(&mut buffer) {
+                    Ok(0) => {
+                        self.finish_input();
+                        break;
                     }
-                    self.finish_input();
-                    break;
-                }
-            }
-            waiting = events.try_recv().ok();
-            let output_waiting = self.node.as_ref().map_or(0, Node::output_len);
-            if waiting.is_none() || output_waiting + self.unwritten.len() >= WRITE_BATCH_BYTES {
-                self.commit_and_write()?;
+                    Ok(read) => {
+                        self.feed(&buffer[..read]);
+                        let output_waiting = self.node.as_ref().map_or(0, Node::output_len);
+                        if output_waiting + self.unwritten.len() >= WRITE_BATCH_BYTES {
+                            self.commit_and_write()?;
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => {
+                        tracing::warn!(
+                            "reading stdin failed, treating it as the end of input: {err}"
+                        );
+                        self.finish_input();
+                        break;
+                    }
+                },
             }
         }
         if let Some(node) = &mut self.node {
@@ -195,22 +246,6 @@ impl Runtime {
         self.commit_and_write()?;
         self.warn_if_orders_only_in_memory();
         Ok(())
-    }
-
-    /// Waits for input, or until the node's next deadline.
-    fn next_event(&mut self, events: &Receiver<Event>) -> Option<Event> {
-        let deadline = self.node.as_ref().and_then(Node::poll_timeout);
-        match deadline {
-            None => Some(events.recv().unwrap_or(Event::EndOfInput)),
-            Some(deadline) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match events.recv_timeout(wait) {
-                    Ok(event) => Some(event),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => Some(Event::EndOfInput),
-                }
-            }
-        }
     }
 
     /// Handles the messages in `chunk`. They arrived together, so they share
@@ -286,6 +321,7 @@ impl Runtime {
 
     /// Commits the burst's journal rows, then writes its replies.
     fn commit_and_write(&mut self) -> Result<(), Stop> {
+        crate::diagnostics::flush();
         if let Some(err) = self.journal_failure.take() {
             return Err(Stop::JournalFailed(err));
         }

@@ -76,6 +76,59 @@ fn sigterm_during_a_burst_answers_every_request_it_read_in_order() {
     }
 }
 
+/// Sends SIGTERM or SIGINT to a node whose stdin never stops (`yes` piped
+/// into it) and checks that it stops reading: it exits 0 within a few
+/// seconds, its memory stays bounded, and what it wrote is a clean prefix
+/// of answers.
+fn signal_during_an_endless_flood(signal: &str) {
+    /// How long the node may take from the signal to its exit.
+    const EXIT_WITHIN: Duration = Duration::from_secs(5);
+    /// Peak memory allowed: the node runs in about 10 MB; reading on after
+    /// the signal without writing grew it past 1 GB.
+    const PEAK_RSS_LIMIT: u64 = 200 * 1024 * 1024;
+    let mut node = Grace::new().spawn();
+    let mut stdin = node.take_stdin();
+    let block = (request(echo(7)) + "\n").repeat(1000);
+    let flood = std::thread::spawn(move || {
+        use std::io::Write;
+        while stdin.write_all(block.as_bytes()).is_ok() {}
+    });
+    // Let the flood get going, with replies flowing.
+    node.recv_line();
+    std::thread::sleep(Duration::from_millis(500));
+    node.signal(signal);
+    let signalled = Instant::now();
+    let mut peak = 0;
+    while node.try_status().is_none() {
+        peak = peak.max(node.peak_rss_bytes().unwrap_or(0));
+        assert!(
+            signalled.elapsed() < EXIT_WITHIN,
+            "still running {EXIT_WITHIN:?} after SIG{signal} (peak RSS {peak} bytes)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        peak < PEAK_RSS_LIMIT,
+        "peak RSS {peak} bytes after SIG{signal}"
+    );
+    let finished = node.wait();
+    finished.assert_clean_exit();
+    flood.join().expect("flood writer");
+    for line in &finished.lines {
+        assert_eq!(parse_reply(line)["body"]["type"], "echo_ok", "{line}");
+    }
+}
+
+#[test]
+fn sigterm_during_an_endless_flood_stops_reading_and_exits_promptly() {
+    signal_during_an_endless_flood("TERM");
+}
+
+#[test]
+fn sigint_during_an_endless_flood_stops_reading_and_exits_promptly() {
+    signal_during_an_endless_flood("INT");
+}
+
 #[test]
 fn sigint_ends_the_node_like_sigterm() {
     let mut node = Grace::new().spawn();

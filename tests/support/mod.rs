@@ -443,6 +443,21 @@ impl Node {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// Takes the node's stdin, for a writer thread of the test's own (a
+    /// flood that never stops, say).
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.stdin.take().expect("stdin still open")
+    }
+
+    /// The node's peak resident memory so far, in bytes (`VmHWM`), or
+    /// `None` once it has exited.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kilobytes * 1024)
+    }
+
     /// Closes the node's stdin (end of input).
     pub fn close_stdin(&mut self) {
         self.stdin.take();
