@@ -27,7 +27,10 @@ pub struct CachedRecord {
 
 /// Last good copies of user and product records.
 pub struct FallbackCache {
+    /// Grows as copies arrive (never allocated up front for the whole
+    /// capacity, which may be far more than will ever be used).
     entries: LruCache<(Service, RecordId), CachedRecord>,
+    capacity: NonZeroUsize,
     max_stale: Duration,
     fallbacks_served: u64,
 }
@@ -37,7 +40,8 @@ impl FallbackCache {
     pub fn new(capacity: usize, max_stale: Duration) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         FallbackCache {
-            entries: LruCache::new(capacity),
+            entries: LruCache::unbounded(),
+            capacity,
             max_stale,
             fallbacks_served: 0,
         }
@@ -45,8 +49,11 @@ impl FallbackCache {
 
     /// Stores a copy fetched at `fetched_at`, replacing any older one.
     pub fn store(&mut self, service: Service, id: RecordId, record: Record, fetched_at: Instant) {
-        self.entries
-            .put((service, id), CachedRecord { record, fetched_at });
+        let key = (service, id);
+        if self.entries.len() >= self.capacity.get() && !self.entries.contains(&key) {
+            self.entries.pop_lru();
+        }
+        self.entries.put(key, CachedRecord { record, fetched_at });
     }
 
     /// The copy to serve as a fallback at `now`, if one is young enough.
@@ -77,7 +84,7 @@ impl FallbackCache {
     }
 
     pub fn capacity(&self) -> usize {
-        self.entries.cap().get()
+        self.capacity.get()
     }
 
     pub fn max_stale(&self) -> Duration {

@@ -15,6 +15,30 @@ const fn millis(duration: Duration) -> u64 {
     duration.as_millis() as u64
 }
 
+// Bounds of the flags that size memory or time. A value beyond them is
+// refused at start (exit 2, the reason on stderr) rather than failing later:
+// an allocation that aborts, or a deadline that overflows the clock.
+
+/// Longest wait a time flag accepts: one week.
+pub const MAX_WAIT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Oldest copy the cache may be told to serve: one year.
+pub const MAX_STALE_MS: u64 = 365 * 24 * 60 * 60 * 1000;
+/// Most records the cache, or the order history, may be told to hold.
+/// Memory is taken as records arrive, so this bounds what a typo can do.
+pub const MAX_RECORDS: u64 = 100_000_000;
+/// Largest message size limit: 1 GiB.
+pub const MAX_MESSAGE_BYTES_LIMIT: u64 = 1 << 30;
+
+/// A `u64` flag in milliseconds, at most [`MAX_WAIT_MS`].
+fn wait_ms() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(0..=MAX_WAIT_MS)
+}
+
+/// A `usize` flag within `range`.
+fn count_in(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(range)
+}
+
 /// grace: a Maelstrom node that keeps answering when the services behind it fail.
 ///
 /// Reads JSON messages on stdin (one per line, or pretty-printed), writes one
@@ -29,19 +53,23 @@ pub struct Config {
     pub failure_threshold: u32,
 
     /// How long an open breaker waits before letting a probe call through (ms).
-    #[arg(long, env = "GRACE_OPEN_TIMEOUT_MS", default_value_t = millis(breaker::DEFAULT_OPEN_TIMEOUT))]
+    #[arg(long, env = "GRACE_OPEN_TIMEOUT_MS", default_value_t = millis(breaker::DEFAULT_OPEN_TIMEOUT),
+          value_parser = wait_ms())]
     pub open_timeout_ms: u64,
 
     /// Cap on the open wait, which doubles after each failed probe (ms).
-    #[arg(long, env = "GRACE_OPEN_TIMEOUT_MAX_MS", default_value_t = millis(breaker::DEFAULT_OPEN_TIMEOUT_MAX))]
+    #[arg(long, env = "GRACE_OPEN_TIMEOUT_MAX_MS", default_value_t = millis(breaker::DEFAULT_OPEN_TIMEOUT_MAX),
+          value_parser = wait_ms())]
     pub open_timeout_max_ms: u64,
 
     /// Records kept in the fallback cache; the least recently used go first.
-    #[arg(long, env = "GRACE_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY)]
+    #[arg(long, env = "GRACE_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY,
+          value_parser = count_in(1..=MAX_RECORDS))]
     pub cache_capacity: usize,
 
     /// Oldest copy the fallback cache will still serve (ms; default 24 h).
-    #[arg(long, env = "GRACE_CACHE_MAX_STALE_MS", default_value_t = millis(cache::DEFAULT_MAX_STALE))]
+    #[arg(long, env = "GRACE_CACHE_MAX_STALE_MS", default_value_t = millis(cache::DEFAULT_MAX_STALE),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_STALE_MS))]
     pub cache_max_stale_ms: u64,
 
     /// Fixture records replacing the demo data: {"users": [...], "products": [...]}
@@ -60,11 +88,13 @@ pub struct Config {
     pub node_id: Option<String>,
 
     /// First retry delay for a queued request (ms); doubles per attempt, with jitter.
-    #[arg(long, env = "GRACE_RETRY_BASE_MS", default_value_t = millis(queue::DEFAULT_RETRY_BASE))]
+    #[arg(long, env = "GRACE_RETRY_BASE_MS", default_value_t = millis(queue::DEFAULT_RETRY_BASE),
+          value_parser = wait_ms())]
     pub retry_base_ms: u64,
 
     /// Cap on the retry delay (ms).
-    #[arg(long, env = "GRACE_RETRY_MAX_MS", default_value_t = millis(queue::DEFAULT_RETRY_MAX))]
+    #[arg(long, env = "GRACE_RETRY_MAX_MS", default_value_t = millis(queue::DEFAULT_RETRY_MAX),
+          value_parser = wait_ms())]
     pub retry_max_ms: u64,
 
     /// Failed deliveries after which a queued request moves to the dead-letter list.
@@ -73,7 +103,8 @@ pub struct Config {
     pub max_attempts: u32,
 
     /// Created orders remembered (for idempotency and get_order) before compaction.
-    #[arg(long, env = "GRACE_ORDER_HISTORY", default_value_t = queue::DEFAULT_ORDER_HISTORY)]
+    #[arg(long, env = "GRACE_ORDER_HISTORY", default_value_t = queue::DEFAULT_ORDER_HISTORY,
+          value_parser = count_in(0..=MAX_RECORDS))]
     pub order_history: usize,
 
     /// Commit the journal after every request instead of once per burst
@@ -82,7 +113,8 @@ pub struct Config {
     pub commit_per_request: bool,
 
     /// Largest message accepted (bytes); longer ones are skipped with a log line.
-    #[arg(long, env = "GRACE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, env = "GRACE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = count_in(1..=MAX_MESSAGE_BYTES_LIMIT))]
     pub max_message_bytes: usize,
 
     /// Seed for the retry jitter [default: none, seeded from the clock].

@@ -352,6 +352,76 @@ fn invalid_flag_value_is_refused_at_start() {
 }
 
 #[test]
+fn flags_that_size_memory_or_time_are_refused_beyond_their_bounds_with_exit_2() {
+    for args in [
+        &["--cache-capacity", "1000000000"][..],
+        &["--cache-capacity", "0"],
+        &["--order-history", "1000000000"],
+        &["--max-message-bytes", "0"],
+        &["--max-message-bytes", "2000000000"],
+        &["--open-timeout-ms", "18446744073709551615"],
+        &["--open-timeout-max-ms", "18446744073709551615"],
+        &["--retry-base-ms", "18446744073709551615"],
+        &["--retry-max-ms", "18446744073709551615"],
+        &["--cache-max-stale-ms", "18446744073709551615"],
+    ] {
+        let output = Grace::output_of(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        assert!(output.stdout.is_empty(), "{args:?} wrote to stdout");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(args[0]),
+            "{args:?}: the reason names the flag: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn largest_accepted_flag_values_run_in_small_memory_and_never_overflow_the_clock() {
+    let input = [
+        request(json!({"type": "get_user", "msg_id": 1, "user_id": 1})),
+        // Opens the breaker for the longest wait: its deadline must not overflow.
+        request(json!({"type": "get_user", "msg_id": 2, "user_id": 2, "force_failures": 5})),
+        request(json!({"type": "create_order", "msg_id": 3, "order": {"n": 1}, "service_unavailable": true})),
+        request(json!({"type": "get_status", "msg_id": 4})),
+    ]
+    .join("\n");
+    let week_ms = (7u64 * 24 * 60 * 60 * 1000).to_string();
+    let mut node = Grace::new()
+        .args([
+            "--cache-capacity",
+            "100000000",
+            "--order-history",
+            "100000000",
+        ])
+        .args([
+            "--open-timeout-ms",
+            &week_ms,
+            "--open-timeout-max-ms",
+            &week_ms,
+        ])
+        .args(["--retry-base-ms", &week_ms, "--retry-max-ms", &week_ms])
+        .args([
+            "--cache-max-stale-ms",
+            "31536000000",
+            "--max-message-bytes",
+            "1073741824",
+        ])
+        .spawn();
+    node.send(&input);
+    for msg_id in 1..=4 {
+        let body = node.recv_body();
+        assert_eq!(body["in_reply_to"], msg_id, "{body}");
+    }
+    let peak = node.peak_rss_bytes().expect("node still running");
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "peak RSS {peak} bytes: memory taken up front"
+    );
+    node.finish().assert_clean_exit();
+}
+
+#[test]
 fn log_level_flag_quiets_stderr_and_stdout_carries_only_replies() {
     let input = [
         request(json!({"type": "get_user", "msg_id": 1, "user_id": 1, "force_failures": 5})),
