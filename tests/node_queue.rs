@@ -988,3 +988,32 @@ fn recovered_dead_letters_stay_dead_and_visible() {
     assert_eq!(after.get_queue(after.at(0))["dead_letters"], 1);
     assert_eq!(after.order_calls(), 0);
 }
+
+#[test]
+fn queued_reply_is_still_true_in_the_same_instant_even_with_a_zero_retry_delay() {
+    // One attempt allowed and no wait between attempts: an order attempted
+    // again inside the step that queued it would be dead-lettered before
+    // its "queued" reply went out.
+    let mut harness = Harness::with_config(NodeConfig {
+        queue: QueueConfig {
+            retry_base: Duration::ZERO,
+            retry_max: Duration::ZERO,
+            max_attempts: 1,
+            ..QueueConfig::default()
+        },
+        ..config()
+    });
+    let t0 = harness.at(0);
+    harness.set_order_service(false, t0);
+    let queued = harness.create_order(1, t0);
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let status = harness.call(
+        json!({"type": "get_order", "msg_id": 2, "request_id": queued["request_id"]}),
+        t0,
+    );
+    assert_eq!(
+        status["status"], "queued",
+        "still true at the same instant: {status}"
+    );
+    assert_eq!(status["attempts"], 0, "{status}");
+}

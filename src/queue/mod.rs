@@ -32,6 +32,11 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// Default number of settled (created or dead-lettered) orders remembered
 /// for idempotency and `get_order`.
 pub const DEFAULT_ORDER_HISTORY: usize = 100_000;
+/// Shortest wait between two attempts of one order, whatever the flags say:
+/// with a zero retry delay an order would otherwise be attempted again and
+/// again within one step, and a timer due "now" would keep the runtime
+/// spinning.
+pub const MIN_RETRY_DELAY: Duration = Duration::from_millis(1);
 /// How many pending requests `get_queue` lists.
 pub const QUEUE_LISTING_LIMIT: usize = 10;
 
@@ -179,7 +184,7 @@ pub fn retry_delay(config: &QueueConfig, attempts: u32, rng: &mut fastrand::Rng)
         .min(config.retry_max);
     let half = ceiling / 2;
     let jitter_ms = rng.u64(0..=half.as_millis() as u64);
-    (ceiling - half) + Duration::from_millis(jitter_ms)
+    ((ceiling - half) + Duration::from_millis(jitter_ms)).max(MIN_RETRY_DELAY)
 }
 
 /// One order the queue knows about.
@@ -359,7 +364,7 @@ impl OrderQueue {
             self.writes.push(stored.clone());
         }
         let first_attempt_at = if self.pending.is_empty() {
-            now + self.config.retry_base
+            now + self.config.retry_base.max(MIN_RETRY_DELAY)
         } else {
             now
         };
