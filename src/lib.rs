@@ -16,6 +16,7 @@ pub mod backend;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod core;
 pub mod diagnostics;
 pub mod handlers;
 pub mod load_mode;

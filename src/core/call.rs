@@ -1,0 +1,143 @@
+//! Upstream calls as data: what the core asks for, and what came back.
+//!
+//! The core never calls a service itself. It emits a [`Call`] (an id, the
+//! service, what is asked, and a deadline) that a runtime performs: the demo
+//! services answer in-process within the same step, the gateway's HTTP
+//! client over the network. The runtime hands the [`CallResult`] back with
+//! the current instant. A call that has no result by its deadline is failed
+//! by the core itself ([`CallFailure::TimedOut`]); a result that arrives
+//! after that is ignored and counted.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Identifies one call for as long as the core remembers it, and never
+/// again afterwards (a late answer cannot be mistaken for a newer call's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub(crate) u64);
+
+impl CallId {
+    pub(crate) fn new(slot: usize, generation: u32) -> Self {
+        CallId(((generation as u64) << 32) | slot as u64)
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// A call for a runtime to make.
+#[derive(Debug)]
+pub struct Call<P> {
+    pub id: CallId,
+    pub service: super::ServiceId,
+    pub request: CallRequest<P>,
+    /// The core fails the call at this instant if no result came.
+    pub deadline: Instant,
+}
+
+/// What a call asks of its service.
+#[derive(Debug)]
+pub enum CallRequest<P> {
+    /// What a front door asked for (a read, or any call it makes through
+    /// the breaker), in the front door's own terms.
+    Send(P),
+    /// A queued write, delivered (again, possibly: the service deduplicates
+    /// on `idempotency_key`).
+    Deliver(Delivery),
+}
+
+/// A queued write on its way to its service.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The queue's id for the write.
+    pub request_id: u64,
+    /// The key the service deduplicates on.
+    pub idempotency_key: Arc<str>,
+    /// The write as the front door stored it.
+    pub payload: Bytes,
+}
+
+/// How a call ended, as the runtime saw it.
+#[derive(Debug, Clone)]
+pub enum CallResult {
+    /// The service answered (any status: which ones are failures is the
+    /// service's policy).
+    Answered(Arc<Response>),
+    /// No answer: the connection was refused or broke, or the runtime's own
+    /// timer fired.
+    Failed(CallFailure),
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailure {
+    /// Nothing listening, or the service is down.
+    Refused,
+    /// The call's deadline passed without a full answer.
+    TimedOut,
+    /// Anything else that broke the exchange, described.
+    Broken(String),
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Refused => f.write_str("refused"),
+            CallFailure::TimedOut => f.write_str("timed out"),
+            CallFailure::Broken(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// A service's answer: opaque bytes and what the core needs to know about
+/// them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    /// End-to-end headers, kept with a cached copy (content type among them).
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// Whether the answer may be kept as a fallback, and for how long.
+    pub storage: Storage,
+}
+
+impl Response {
+    /// A `status` answer with `body` and no headers.
+    pub fn new(status: u16, body: impl Into<Bytes>, storage: Storage) -> Self {
+        Response {
+            status,
+            headers: http::HeaderMap::new(),
+            body: body.into(),
+            storage,
+        }
+    }
+}
+
+/// What the runtime that read an answer says about keeping it: the core
+/// does not know HTTP's caching rules or the demo's, only this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Must not be kept (an error, `no-store`, a method that is not a read).
+    DoNotStore,
+    /// May be served as a fallback, up to the service's max staleness or
+    /// this, whichever is shorter (`stale-if-error=N`).
+    Keep { max_stale: Option<Duration> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_keep_slot_and_generation_apart() {
+        let id = CallId::new(7, 3);
+        assert_eq!((id.slot(), id.generation()), (7, 3));
+        assert_ne!(id, CallId::new(7, 4), "a reused slot gets a new id");
+    }
+}
