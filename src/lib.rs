@@ -15,8 +15,10 @@
 pub mod backend;
 pub mod breaker;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod diagnostics;
 pub mod handlers;
 pub mod load_mode;

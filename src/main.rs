@@ -1,14 +1,15 @@
-//! The `grace` binary: parse flags, set up logging, run the node.
+//! The `grace` binary: parse flags, set up logging, run the node (or the
+//! program a subcommand names).
 
 use clap::Parser;
-use grace::config::Config;
+use grace::cli::{Cli, Command};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
-    let filter = match &config.log_level {
+    let cli = Cli::parse();
+    let filter = match &cli.node.log_level {
         Some(level) => EnvFilter::try_new(level),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
     };
@@ -26,7 +27,10 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .with_env_filter(filter)
         .init();
-    let status = grace::runtime::run(config);
+    let status = match cli.command {
+        None => grace::runtime::run(cli.node),
+        Some(Command::DemoUpstream(args)) => grace::demo::upstream::run(args),
+    };
     grace::diagnostics::flush();
     status
 }
