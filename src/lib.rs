@@ -20,8 +20,10 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod diagnostics;
+pub mod gateway;
 pub mod handlers;
 pub mod load_mode;
+// pub mod maelstrom; (being built)
 pub mod node;
 pub mod planted_bug;
 pub mod protocol;

@@ -12,6 +12,7 @@
 //! `"Product"` for products); `--fixtures` replaces it with a fixed set of
 //! records, and then an unknown id is a definite not-found.
 
+pub mod in_process;
 pub mod upstream;
 
 use bytes::Bytes;

@@ -29,13 +29,6 @@ pub struct ReplyTo<'a> {
 }
 
 #[derive(Serialize)]
-struct Envelope<'a, B: Serialize> {
-    src: &'a str,
-    dest: &'a str,
-    body: Body<'a, B>,
-}
-
-#[derive(Serialize)]
 struct Body<'a, B: Serialize> {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -47,19 +40,33 @@ struct Body<'a, B: Serialize> {
 
 /// Appends one reply line (with its `\n`) to `out`.
 pub fn write_reply<B: ReplyBody>(out: &mut Vec<u8>, to: ReplyTo<'_>, fields: &B) {
-    let envelope = Envelope {
-        src: to.node_id,
-        dest: to.client,
-        body: Body {
-            kind: B::TYPE,
-            in_reply_to: to.in_reply_to,
-            fields,
-        },
+    write_envelope_head(out, to.node_id, to.client);
+    write_body(out, to.in_reply_to, fields);
+}
+
+/// Appends the part of a reply line known before its body:
+/// `{"src":NODE,"dest":CLIENT,"body":`. A request that waits on a call keeps
+/// this instead of its request's strings.
+pub fn write_envelope_head(out: &mut Vec<u8>, node_id: &str, client: &str) {
+    out.extend_from_slice(b"{\"src\":");
+    // Serializing a string into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, node_id).expect("strings serialize");
+    out.extend_from_slice(b",\"dest\":");
+    serde_json::to_writer(&mut *out, client).expect("strings serialize");
+    out.extend_from_slice(b",\"body\":");
+}
+
+/// Appends a reply's body after its envelope head, and ends the line.
+pub fn write_body<B: ReplyBody>(out: &mut Vec<u8>, in_reply_to: Option<u64>, fields: &B) {
+    let body = Body {
+        kind: B::TYPE,
+        in_reply_to,
+        fields,
     };
     // Serializing plain structs of strings, numbers and raw JSON into a Vec
     // cannot fail.
-    serde_json::to_writer(&mut *out, &envelope).expect("reply serializes");
-    out.push(b'\n');
+    serde_json::to_writer(&mut *out, &body).expect("reply serializes");
+    out.extend_from_slice(b"}\n");
 }
 
 /// The body of an `error` reply.
@@ -75,14 +82,16 @@ impl ReplyBody for ErrorReply<'_> {
 
 /// Appends an `error` reply for `error`.
 pub fn write_error(out: &mut Vec<u8>, to: ReplyTo<'_>, error: &RequestError) {
-    write_reply(
-        out,
-        to,
-        &ErrorReply {
+    write_reply(out, to, &ErrorReply::from(error));
+}
+
+impl<'a> From<&'a RequestError> for ErrorReply<'a> {
+    fn from(error: &'a RequestError) -> Self {
+        ErrorReply {
             code: error.code,
             text: &error.text,
-        },
-    );
+        }
+    }
 }
 
 #[cfg(test)]

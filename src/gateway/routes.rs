@@ -1,0 +1,221 @@
+//! Which route a request takes: its method and path against the configured
+//! patterns.
+//!
+//! A pattern is a path whose segments are literal or `{name}`, which
+//! matches exactly one non-empty segment; a path without braces matches
+//! exactly (no prefix matching, no trailing-slash folding). When several
+//! routes match, the one with more literal segments wins (`/users/me`
+//! before `/users/{id}`), then the one declared first. The query string
+//! never takes part: it is forwarded as it is.
+
+use http::Method;
+use std::fmt;
+
+/// One segment of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// A parsed path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+/// Why a pattern is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternError(String);
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PathPattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(PatternError("a path starts with /".into()));
+        };
+        if text.contains(['?', '#']) {
+            return Err(PatternError(
+                "a path pattern has no query or fragment".into(),
+            ));
+        }
+        let mut segments = Vec::new();
+        if !rest.is_empty() {
+            for segment in rest.split('/') {
+                let parsed = match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
+                        Segment::Param(name.to_string())
+                    }
+                    Some(_) => return Err(PatternError(format!("bad parameter {segment:?}"))),
+                    None if segment.contains(['{', '}']) => {
+                        return Err(PatternError(format!(
+                            "{segment:?}: a parameter is a whole segment, like {{id}}"
+                        )));
+                    }
+                    None => Segment::Literal(segment.to_string()),
+                };
+                segments.push(parsed);
+            }
+        }
+        Ok(PathPattern {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The pattern with parameter names erased: two patterns with the same
+    /// shape match the same paths.
+    pub fn shape(&self) -> String {
+        let mut shape = String::new();
+        for segment in &self.segments {
+            shape.push('/');
+            match segment {
+                Segment::Literal(literal) => shape.push_str(literal),
+                Segment::Param(_) => shape.push_str("{}"),
+            }
+        }
+        if shape.is_empty() {
+            shape.push('/');
+        }
+        shape
+    }
+
+    fn literal_segments(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|segment| matches!(segment, Segment::Literal(_)))
+            .count()
+    }
+
+    /// Whether `path` (without its query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix('/') else {
+            return false;
+        };
+        if rest.is_empty() {
+            return self.segments.is_empty();
+        }
+        let mut parts = rest.split('/');
+        for segment in &self.segments {
+            let Some(part) = parts.next() else {
+                return false;
+            };
+            match segment {
+                Segment::Literal(literal) if literal == part => {}
+                Segment::Param(_) if !part.is_empty() => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The routes, ordered for matching.
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// (method, pattern, index in the configuration), most specific first.
+    routes: Vec<(Method, PathPattern, usize)>,
+}
+
+impl Router {
+    /// A router over `routes` (method and pattern), in declaration order.
+    pub fn new<'a>(routes: impl IntoIterator<Item = (&'a Method, &'a PathPattern)>) -> Self {
+        let mut routes: Vec<(Method, PathPattern, usize)> = routes
+            .into_iter()
+            .enumerate()
+            .map(|(index, (method, pattern))| (method.clone(), pattern.clone(), index))
+            .collect();
+        // Stable: declaration order breaks ties.
+        routes.sort_by_key(|(_, pattern, _)| std::cmp::Reverse(pattern.literal_segments()));
+        Router { routes }
+    }
+
+    /// The configured index of the route `method` and `path` take.
+    pub fn route(&self, method: &Method, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .find(|(route_method, pattern, _)| route_method == method && pattern.matches(path))
+            .map(|&(_, _, index)| index)
+    }
+
+    /// Whether some route matches `path` with another method (a 405, not a 404).
+    pub fn path_known(&self, path: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|(_, pattern, _)| pattern.matches(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(text: &str) -> PathPattern {
+        PathPattern::parse(text).unwrap()
+    }
+
+    #[test]
+    fn params_match_exactly_one_non_empty_segment() {
+        let users = pattern("/users/{id}");
+        assert!(users.matches("/users/123"));
+        assert!(!users.matches("/users/"));
+        assert!(!users.matches("/users"));
+        assert!(!users.matches("/users/1/reviews"));
+        assert!(pattern("/products/{id}/reviews").matches("/products/9/reviews"));
+    }
+
+    #[test]
+    fn a_path_without_braces_matches_exactly() {
+        let search = pattern("/search");
+        assert!(search.matches("/search"));
+        assert!(!search.matches("/search/"));
+        assert!(!search.matches("/searching"));
+        assert!(pattern("/").matches("/"));
+        assert!(!pattern("/").matches("/x"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused() {
+        for bad in ["users", "/users/{", "/users/{}", "/users/x{id}", "/a?b"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_most_literal_route_wins_then_the_first_declared() {
+        let get = Method::GET;
+        let patterns = [
+            pattern("/users/{id}"),
+            pattern("/users/me"),
+            pattern("/{any}/me"),
+        ];
+        let router = Router::new(patterns.iter().map(|p| (&get, p)));
+        assert_eq!(router.route(&get, "/users/me"), Some(1));
+        assert_eq!(router.route(&get, "/users/7"), Some(0));
+        assert_eq!(router.route(&get, "/teams/me"), Some(2));
+        assert_eq!(router.route(&Method::POST, "/users/7"), None);
+        assert!(router.path_known("/users/7"));
+        assert!(!router.path_known("/nothing"));
+    }
+
+    #[test]
+    fn shapes_ignore_parameter_names() {
+        assert_eq!(
+            pattern("/users/{id}").shape(),
+            pattern("/users/{name}").shape()
+        );
+        assert_ne!(pattern("/users/{id}").shape(), pattern("/users/me").shape());
+    }
+}
