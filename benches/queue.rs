@@ -269,11 +269,7 @@ fn measure_core(data_dir: &Path, depth: u64, into: &mut CoreDelivery) -> Result<
         SqliteJournal::open(data_dir, NODE_ID, config.queue.order_history)
             .map_err(|err| err.to_string())?;
     into.load_us.push(per_request(start.elapsed()));
-    let info = JournalInfo {
-        durable: true,
-        path: Some(journal.path().to_path_buf()),
-        degraded_reason: None,
-    };
+    let info = JournalInfo::durable(Some(journal.path().to_path_buf()));
     let now = Instant::now();
     let mut node = Node::new(config, Backend::demo(), now);
     node.recover(info, recovered, now);

@@ -81,11 +81,19 @@ pub struct Config {
     #[arg(long, env = "GRACE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
-    /// Node id for the journal, known before any message arrives. Without it
-    /// the journal is opened at the first message: named by `init`'s node_id,
-    /// else by the message's `dest` [default: none].
+    /// Node id that names the journal, known before any message arrives.
+    /// Without it the first request names it (a line that is not a request,
+    /// one that cannot be answered, names nothing): `init`'s node_id, else
+    /// the request's `dest`, else "grace" [default: none].
     #[arg(long, env = "GRACE_NODE_ID")]
     pub node_id: Option<String>,
+
+    /// When no journal can be written (unwritable data dir, journal locked by
+    /// another process), keep orders the order service cannot take in memory,
+    /// answering "queued" with "durable": false; they are lost at exit.
+    /// Without it they are refused with code 11.
+    #[arg(long, env = "GRACE_VOLATILE_QUEUE")]
+    pub volatile_queue: bool,
 
     /// First retry delay for a queued request (ms); doubles per attempt, with jitter.
     #[arg(long, env = "GRACE_RETRY_BASE_MS", default_value_t = millis(queue::DEFAULT_RETRY_BASE),

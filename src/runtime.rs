@@ -19,11 +19,14 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::node::Node;
 use crate::protocol::reply::UNNAMED_NODE_ID;
-use crate::protocol::{self, framing::Frame, framing::Framer};
+use crate::protocol::{self, Rejected, framing::Frame, framing::Framer};
 use crate::queue::RecoveredQueue;
-use crate::queue::journal::{JournalInfo, SqliteJournal};
+use crate::queue::journal::{
+    self, EarlierOrders, JournalInfo, JournalOpening, SqliteJournal, UnjournaledOrders,
+};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::fs::File;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -96,6 +99,27 @@ pub fn run(config: Config) -> ExitCode {
 /// without std's locks and buffers (the runtime does its own batching).
 fn duplicate(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<File> {
     fd.try_clone_to_owned().map(File::from)
+}
+
+/// The journal's node id implied by the first request, or why `message` is
+/// not one: `init`'s node_id, else the request's `dest`, else
+/// [`UNNAMED_NODE_ID`]. A request is a message that parses and can be
+/// answered, malformed body or not.
+fn journal_node_id(message: &[u8]) -> Result<String, String> {
+    if let Err(Rejected::Unaddressable(reason)) = protocol::parse_request(message) {
+        return Err(reason);
+    }
+    Ok(protocol::node_id_hint(message).unwrap_or_else(|| UNNAMED_NODE_ID.to_owned()))
+}
+
+/// A number no other run draws, from the operating system's randomness
+/// (std seeds `RandomState` from it), mixed with the clock and the process
+/// id: anonymous orders' delivery keys carry it.
+fn fresh_run_id() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(clock_seed());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 fn clock_seed() -> u64 {
@@ -270,9 +294,8 @@ impl Runtime {
                 if self.journal_failure.is_some() {
                     return;
                 }
-                if self.node.is_none() {
-                    let node_id = protocol::node_id_hint(bytes);
-                    self.start_node(node_id.as_deref().unwrap_or(UNNAMED_NODE_ID), now);
+                if self.node.is_none() && !self.start_node_at_first_request(bytes, line, now) {
+                    return;
                 }
                 let node = self.node.as_mut().expect("node started");
                 node.handle_message(bytes, line, now);
@@ -293,30 +316,91 @@ impl Runtime {
         }
     }
 
+    /// Starts the node if `message`, which began on input line `line`, is a
+    /// request: the first request names the journal (see
+    /// [`journal_node_id`]). A line that is not one names nothing: it is
+    /// logged and skipped, so whatever garbage comes first, a restart finds
+    /// the same journal. Returns whether the node is running.
+    fn start_node_at_first_request(&mut self, message: &[u8], line: u64, now: Instant) -> bool {
+        match journal_node_id(message) {
+            Ok(node_id) => {
+                self.start_node(&node_id, now);
+                true
+            }
+            Err(reason) => {
+                tracing::warn!(line, "skipping input: {reason}");
+                false
+            }
+        }
+    }
+
     /// Builds the node at `now`, its queue resumed from the journal of
     /// `node_id` (recovered orders are due at once).
     fn start_node(&mut self, node_id: &str, now: Instant) {
         let backend = self.backend.take().expect("node starts once");
         let mut node = Node::new(self.config.node_config(self.seed), backend, now);
-        let (info, recovered) =
-            match SqliteJournal::open(&self.config.data_dir, node_id, self.config.order_history) {
-                Ok((journal, recovered)) => {
-                    let info = JournalInfo {
-                        durable: true,
-                        path: Some(journal.path().to_path_buf()),
-                        degraded_reason: None,
-                    };
-                    tracing::info!(journal = %journal.path().display(), "durable queue opened");
-                    self.journal = Some(journal);
-                    (info, recovered)
-                }
-                Err(err) => {
-                    tracing::warn!("queue is in memory only (not durable): {err}");
-                    (JournalInfo::in_memory(err.0), RecoveredQueue::default())
-                }
-            };
+        let (info, mut recovered) = self.open_journal(node_id);
+        recovered.run_id = fresh_run_id();
         node.recover(info, recovered, now);
         self.node = Some(node);
+    }
+
+    /// Opens the journal of `node_id`, keeps it when it can be written, and
+    /// says what the node may promise with it.
+    fn open_journal(&mut self, node_id: &str) -> (JournalInfo, RecoveredQueue) {
+        let unjournaled = if self.config.volatile_queue {
+            UnjournaledOrders::KeptInMemory
+        } else {
+            UnjournaledOrders::Refused
+        };
+        let opening =
+            journal::open_journal(&self.config.data_dir, node_id, self.config.order_history);
+        let (info, recovered) = match opening {
+            JournalOpening::Writable { journal, recovered } => {
+                tracing::info!(journal = %journal.path().display(), "durable queue opened");
+                let info = JournalInfo::durable(Some(journal.path().to_path_buf()));
+                self.journal = Some(journal);
+                return (info, recovered);
+            }
+            JournalOpening::ReadOnly {
+                path,
+                recovered,
+                reason,
+            } => {
+                let info = JournalInfo::not_durable(
+                    Some(path),
+                    reason,
+                    EarlierOrders::Visible,
+                    unjournaled,
+                );
+                (info, recovered)
+            }
+            JournalOpening::Unavailable {
+                reason,
+                earlier_orders,
+            } => (
+                JournalInfo::not_durable(None, reason, earlier_orders, unjournaled),
+                RecoveredQueue::default(),
+            ),
+        };
+        let reason = info.degraded_reason.as_deref().unwrap_or_default();
+        match unjournaled {
+            UnjournaledOrders::Refused => tracing::warn!(
+                "queue is not durable: {reason}; orders the order service cannot take now are \
+                 refused with code 11 (--volatile-queue keeps them in memory instead)"
+            ),
+            UnjournaledOrders::KeptInMemory => tracing::warn!(
+                "queue is not durable: {reason}; --volatile-queue: orders the order service \
+                 cannot take now are kept in memory only, lost at exit"
+            ),
+        }
+        if info.earlier_orders == EarlierOrders::Unseen {
+            tracing::warn!(
+                "orders in the journal cannot be seen: get_order answers code 11, not 20, for \
+                 an order it does not know"
+            );
+        }
+        (info, recovered)
     }
 
     /// Commits the burst's journal rows, then writes its replies.
@@ -359,7 +443,7 @@ impl Runtime {
 
     fn warn_if_orders_only_in_memory(&self) {
         let Some(node) = &self.node else { return };
-        let pending = node.queue().depth();
+        let pending = node.queue().pending_accepted_this_run();
         if !node.journal_info().durable && pending > 0 {
             tracing::warn!(
                 pending,

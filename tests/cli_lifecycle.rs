@@ -502,6 +502,241 @@ fn journal_lives_in_the_data_dir() {
     node.finish().assert_clean_exit();
 }
 
+/// Runs a node on `data_dir` with `args`, feeds it `lines` (each one input
+/// line) and returns what it did once its input ended.
+fn run_on(data_dir: &std::path::Path, args: &[&str], lines: &[String]) -> support::Finished {
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let finished = Grace::new()
+        .data_dir(data_dir)
+        .args(args.iter().copied())
+        .run(input.as_bytes());
+    finished.assert_clean_exit();
+    finished
+}
+
+/// A request line from [`support::CLIENT`] to `node_id`.
+fn to_node(node_id: &str, body: Value) -> String {
+    support::request_from(support::CLIENT, node_id, body)
+}
+
+fn init(node_id: &str, msg_id: u64) -> String {
+    to_node(
+        node_id,
+        json!({"type": "init", "msg_id": msg_id, "node_id": node_id, "node_ids": [node_id]}),
+    )
+}
+
+fn order_service(node_id: &str, msg_id: u64, available: bool) -> String {
+    to_node(
+        node_id,
+        json!({"type": "set_service_health", "msg_id": msg_id, "service": "order", "available": available}),
+    )
+}
+
+fn create_order_line(node_id: &str, msg_id: u64) -> String {
+    to_node(
+        node_id,
+        json!({"type": "create_order", "msg_id": msg_id, "order": {"sku": msg_id}}),
+    )
+}
+
+#[test]
+fn a_first_line_that_is_not_a_request_does_not_name_the_journal() {
+    for garbage in ["x", r#"{"src":"c1","dest":"zz","body":{}}"#] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let first = run_on(
+            data.path(),
+            &[],
+            &[
+                garbage.to_string(),
+                init("n1", 1),
+                order_service("n1", 2, false),
+                create_order_line("n1", 3),
+            ],
+        );
+        let queued = first.body_for(3);
+        assert_eq!(queued["status"], "queued", "{queued}");
+        assert_eq!(queued["request_id"], 1, "{queued}");
+
+        // The next run starts cleanly with `init n1`: it finds the order
+        // (delivered at once, the order service being up) and recognises a
+        // resent create as the same one.
+        let second = run_on(
+            data.path(),
+            &[],
+            &[
+                init("n1", 1),
+                to_node(
+                    "n1",
+                    json!({"type": "get_order", "msg_id": 10, "request_id": 1}),
+                ),
+                create_order_line("n1", 3),
+            ],
+        );
+        let found = second.body_for(10);
+        assert_eq!(
+            found["type"], "order_status",
+            "after a first line {garbage:?}: {found}\n{}",
+            second.stderr
+        );
+        assert_eq!(found["request_id"], 1, "{found}");
+        let repeat = second.body_for(3);
+        assert_eq!(repeat["status"], "created", "{repeat}");
+        assert_eq!(
+            repeat["order_id"], found["order_id"],
+            "no second order: {repeat}"
+        );
+    }
+}
+
+#[test]
+fn requests_without_msg_id_get_distinct_delivery_keys_in_every_run_without_a_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_dir = dir.path().join("regular-file");
+    std::fs::write(&not_a_dir, "not a directory").expect("write");
+    let data_dir = not_a_dir.join("data");
+    let order_ids: Vec<Value> = (0..2)
+        .map(|_| {
+            let finished = run_on(
+                &data_dir,
+                &[],
+                &[
+                    to_node("n1", json!({"type": "create_order", "order": {"sku": 1}})),
+                    to_node("n1", json!({"type": "echo", "msg_id": 1, "echo": 1})),
+                ],
+            );
+            let created = finished.bodies()[0].clone();
+            assert_eq!(created["status"], "created", "{created}");
+            created["order_id"].clone()
+        })
+        .collect();
+    assert_ne!(
+        order_ids[0], order_ids[1],
+        "two anonymous orders in two runs must not share a delivery key"
+    );
+}
+
+#[test]
+fn distinct_node_ids_never_share_a_journal() {
+    for (first, second) in [("n.1", "n_1"), ("é", "ü"), ("a/b", "a%2Fb")] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let queued = run_on(
+            data.path(),
+            &["--node-id", first],
+            &[order_service(first, 1, false), create_order_line(first, 2)],
+        );
+        assert_eq!(queued.body_for(2)["status"], "queued");
+
+        // The other node, its order service up, must neither see nor
+        // deliver the first node's order.
+        let other = run_on(
+            data.path(),
+            &["--node-id", second],
+            &[to_node(second, json!({"type": "get_status", "msg_id": 1}))],
+        );
+        let queue = &other.body_for(1)["queue"];
+        assert_eq!(queue["durable"], true, "{queue}");
+        assert_eq!(
+            queue["depth"], 0,
+            "{second:?} sees {first:?}'s order: {queue}"
+        );
+        assert_eq!(
+            queue["processed"], 0,
+            "{second:?} delivered {first:?}'s order: {queue}"
+        );
+
+        let again = run_on(
+            data.path(),
+            &["--node-id", first],
+            &[to_node(
+                first,
+                json!({"type": "get_order", "msg_id": 1, "request_id": 1}),
+            )],
+        );
+        assert_eq!(
+            again.body_for(1)["type"],
+            "order_status",
+            "{first:?}: {}",
+            again.stderr
+        );
+    }
+}
+
+#[test]
+fn a_very_long_node_id_gets_a_durable_journal_of_its_own() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let long = "n".repeat(300);
+    let longer = format!("{long}x");
+    let queued = run_on(
+        data.path(),
+        &["--node-id", &long],
+        &[
+            order_service(&long, 1, false),
+            create_order_line(&long, 2),
+            to_node(&long, json!({"type": "get_status", "msg_id": 3})),
+        ],
+    );
+    assert_eq!(queued.body_for(2)["status"], "queued");
+    assert_eq!(
+        queued.body_for(3)["queue"]["durable"],
+        true,
+        "{}",
+        queued.stderr
+    );
+
+    let other = run_on(
+        data.path(),
+        &["--node-id", &longer],
+        &[to_node(&longer, json!({"type": "get_status", "msg_id": 1}))],
+    );
+    assert_eq!(other.body_for(1)["queue"]["depth"], 0);
+
+    let again = run_on(
+        data.path(),
+        &["--node-id", &long],
+        &[to_node(
+            &long,
+            json!({"type": "get_order", "msg_id": 1, "request_id": 1}),
+        )],
+    );
+    assert_eq!(
+        again.body_for(1)["type"],
+        "order_status",
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_journal_under_the_old_naming_scheme_is_reported_not_ignored() {
+    let data = tempfile::tempdir().expect("tempdir");
+    // Before, "n.1" was stored as n_1.journal.sqlite.
+    let old = data.path().join("n_1.journal.sqlite");
+    std::fs::write(&old, "").expect("write");
+    let finished = run_on(
+        data.path(),
+        &["--node-id", "n.1"],
+        &[to_node("n.1", json!({"type": "get_status", "msg_id": 1}))],
+    );
+    let journal = finished.body_for(1)["queue"]["journal"].clone();
+    assert_ne!(
+        journal,
+        json!(old.to_string_lossy()),
+        "n.1 has a journal of its own"
+    );
+    let old_name = old.to_string_lossy();
+    assert!(
+        finished
+            .stderr
+            .lines()
+            .any(|line| line.contains(&*old_name) && line.contains("naming")),
+        "stderr names the journal left under the old naming scheme: {}",
+        finished.stderr
+    );
+    assert!(old.exists(), "the old journal is left where it is");
+}
+
 // ---------------------------------------------------------------------------
 // Fixtures.
 // ---------------------------------------------------------------------------

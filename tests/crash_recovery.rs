@@ -3,13 +3,19 @@
 //! started again on the same data dir. Every order that got a "queued" reply
 //! must be created exactly once after the restart: none lost, none doubled.
 //!
-//! Also the degraded cases: a second process on the same journal, and a data
-//! dir that cannot be written, run with an in-memory queue and say so.
+//! Also the degraded and damaged cases: a second process on the same
+//! journal, a data dir that cannot be written (with or without a journal in
+//! it), a journal that fails its integrity check, and a hand-edited row.
+//! Without a journal it can write, grace refuses to promise "queued" (code
+//! 11) unless `--volatile-queue` asks for an in-memory queue, and then says
+//! `"durable": false` in every such reply.
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
@@ -39,6 +45,30 @@ fn create_order(msg_id: u64) -> String {
     }))
 }
 
+/// Who a `grace` process runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    /// The user running the tests.
+    TestUser,
+    /// A user without write access to a directory made read-only, even
+    /// when the tests run as root.
+    Unprivileged,
+}
+
+/// The uid and gid of `nobody`.
+const NOBODY: u32 = 65534;
+
+fn running_as_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// Makes `data_dir` read-only, and the directories above it (up to `top`)
+/// traversable by the unprivileged user.
+fn make_read_only(top: &Path, data_dir: &Path) {
+    fs::set_permissions(top, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o555)).unwrap();
+}
+
 /// A running `grace` process: requests go to its stdin, its stdout lines
 /// arrive on a channel (so a test can wait with a timeout), and its stderr
 /// goes to a file to read once it is gone.
@@ -54,17 +84,28 @@ struct GraceProcess {
 impl GraceProcess {
     /// Starts grace with its journal under `data_dir`, known as [`NODE_ID`].
     fn start(data_dir: &Path, log_dir: &Path, name: &str) -> Self {
+        Self::start_with(data_dir, log_dir, name, &[], RunAs::TestUser)
+    }
+
+    /// Starts grace with extra `args`, as `user`.
+    fn start_with(data_dir: &Path, log_dir: &Path, name: &str, args: &[&str], user: RunAs) -> Self {
         let stderr_path = log_dir.join(format!("{name}.stderr"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_grace"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_grace"));
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--node-id", NODE_ID])
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("grace starts");
+            .stderr(File::create(&stderr_path).unwrap());
+        if user == RunAs::Unprivileged && running_as_root() {
+            // Root writes wherever it likes: only another user sees a
+            // read-only directory as read-only.
+            command.uid(NOBODY).gid(NOBODY);
+        }
+        let mut child = command.spawn().expect("grace starts");
         let stdout = child.stdout.take().unwrap();
         let (sender, replies) = mpsc::channel();
         let reader = thread::spawn(move || {
@@ -446,12 +487,27 @@ fn orders_left_queued_at_a_clean_exit_are_delivered_after_the_restart() {
     node.finish();
 }
 
+/// Asserts `body` is a code 11 error whose text contains `reason`.
+fn assert_unavailable(body: &Value, reason: &str) {
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["code"], 11, "{body}");
+    let text = body["text"].as_str().expect("error text");
+    assert!(text.contains(reason), "the text names {reason:?}: {body}");
+}
+
+/// Asserts `body` is a "queued" reply that says it is not on disk.
+fn assert_queued_in_memory(body: &Value) {
+    assert_eq!(body["status"], "queued", "{body}");
+    assert_eq!(body["durable"], false, "a volatile queue says so: {body}");
+}
+
 #[test]
-fn second_process_on_the_same_journal_runs_with_an_in_memory_queue_and_says_so() {
+fn second_process_on_the_same_journal_refuses_to_queue_and_never_denies_an_order_it_cannot_see() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut owner = GraceProcess::start(&data_dir, dir.path(), "owner");
-    // Answering at all means the owner opened (and locked) its journal.
+    owner.set_order_service(false);
+    let owned = queued_request_ids(owner.call_many(&[create_order(1)]).into_values());
     let status = owner.queue_status();
     assert_eq!(status["durable"], true, "{status}");
     let journal = status["journal"]
@@ -463,17 +519,41 @@ fn second_process_on_the_same_journal_runs_with_an_in_memory_queue_and_says_so()
     let mut second = GraceProcess::start(&data_dir, dir.path(), "second");
     let status = second.queue_status();
     assert_eq!(status["durable"], false, "{status}");
-    // Degraded, not dead: it still takes orders.
+    // The owner's order is in a journal this process cannot read: not a
+    // definite "does not exist".
+    let unseen = second.call(json!({"type": "get_order", "request_id": owned[&1]}));
+    assert_unavailable(&unseen, "locked");
+    // Degraded, not dead: reads answer, orders the service takes are
+    // created, and an order it cannot send is refused, not falsely promised.
+    assert_eq!(second.get_queue()["type"], "queue_status");
     second.set_order_service(false);
-    let replies = second.call_many(&[create_order(1)]);
-    queued_request_ids(replies.into_values());
+    assert_unavailable(&second.call_many(&[create_order(2)])[&2], "not durable");
     second.set_order_service(true);
-    second.wait_until_drained();
+    assert_eq!(
+        second.call_many(&[create_order(3)])[&3]["status"],
+        "created"
+    );
     let stderr = second.finish();
     assert!(
-        stderr.contains("in memory") && stderr.contains("locked"),
+        stderr.contains("not durable") && stderr.contains("locked"),
         "stderr says why the queue is not durable: {stderr}"
     );
+
+    // Asked for, the queue is kept in memory, and every reply says so.
+    let mut volatile = GraceProcess::start_with(
+        &data_dir,
+        dir.path(),
+        "volatile",
+        &["--volatile-queue"],
+        RunAs::TestUser,
+    );
+    volatile.set_order_service(false);
+    assert_queued_in_memory(&volatile.call_many(&[create_order(4)])[&4]);
+    assert_queued_in_memory(&volatile.call_many(&[create_order(4)])[&4]);
+    volatile.set_order_service(true);
+    volatile.wait_until_drained();
+    let stderr = volatile.finish();
+    assert!(stderr.contains("in memory"), "stderr: {stderr}");
 
     // The owner kept its journal all along.
     assert_eq!(owner.queue_status()["durable"], true);
@@ -481,7 +561,7 @@ fn second_process_on_the_same_journal_runs_with_an_in_memory_queue_and_says_so()
 }
 
 #[test]
-fn unwritable_data_dir_gives_an_in_memory_queue_that_still_answers() {
+fn unwritable_data_dir_without_a_journal_refuses_to_queue_unless_asked_for_a_volatile_queue() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("regular-file");
     fs::write(&not_a_dir, "not a directory").unwrap();
@@ -491,10 +571,274 @@ fn unwritable_data_dir_gives_an_in_memory_queue_that_still_answers() {
     let status = node.queue_status();
     assert_eq!(status["durable"], false, "{status}");
     node.set_order_service(false);
+    assert_unavailable(&node.call_many(&[create_order(1)])[&1], "not durable");
+    node.set_order_service(true);
+    assert_eq!(node.call_many(&[create_order(2)])[&2]["status"], "created");
+    // No journal can exist here, so nothing is hidden: a miss is definite.
+    let missing = node.call(json!({"type": "get_order", "request_id": 99}));
+    assert_eq!(missing["code"], 20, "{missing}");
+    let stderr = node.finish();
+    assert!(stderr.contains("not durable"), "stderr: {stderr}");
+
+    let mut node = GraceProcess::start_with(
+        &data_dir,
+        dir.path(),
+        "volatile",
+        &["--volatile-queue"],
+        RunAs::TestUser,
+    );
+    node.set_order_service(false);
     let replies = node.call_many(&(1..=3).map(create_order).collect::<Vec<_>>());
+    for body in replies.values() {
+        assert_queued_in_memory(body);
+    }
     assert_eq!(queued_request_ids(replies.into_values()).len(), 3);
     node.set_order_service(true);
     assert_eq!(node.wait_until_drained()["processed"], 3);
     let stderr = node.finish();
     assert!(stderr.contains("in memory"), "stderr: {stderr}");
+}
+
+#[test]
+fn read_only_data_dir_shows_the_orders_on_disk_and_promises_no_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut node = GraceProcess::start(&data_dir, dir.path(), "writer");
+    node.set_order_service(false);
+    let queued = queued_request_ids(node.call_many(&[create_order(1)]).into_values());
+    assert_eq!(queued[&1], 1);
+    node.finish();
+    make_read_only(dir.path(), &data_dir);
+
+    // The order service is up at start, so the order on disk may be
+    // delivered at once: visible either way, never "does not exist".
+    let mut node =
+        GraceProcess::start_with(&data_dir, dir.path(), "reader", &[], RunAs::Unprivileged);
+    let found = node.call(json!({"type": "get_order", "request_id": 1}));
+    assert_eq!(
+        found["type"], "order_status",
+        "the order on disk is visible: {found}"
+    );
+    assert_eq!(found["request_id"], 1, "{found}");
+    let status = node.queue_status();
+    assert_eq!(status["durable"], false, "{status}");
+    assert_eq!(
+        status["journal"],
+        json!(data_dir.join("n1.journal.sqlite")),
+        "{status}"
+    );
+    node.set_order_service(false);
+    assert_unavailable(&node.call_many(&[create_order(2)])[&2], "not durable");
+    // Resent, the order on disk is recognised, not made again.
+    let repeat = node.call_many(&[create_order(1)])[&1].clone();
+    assert_eq!(repeat["type"], "order_response", "{repeat}");
+    if repeat["status"] == "queued" {
+        assert_eq!(repeat["request_id"], 1, "{repeat}");
+    }
+    node.finish();
+
+    let mut node = GraceProcess::start_with(
+        &data_dir,
+        dir.path(),
+        "volatile reader",
+        &["--volatile-queue"],
+        RunAs::Unprivileged,
+    );
+    node.set_order_service(false);
+    let body = node.call_many(&[create_order(3)])[&3].clone();
+    assert_queued_in_memory(&body);
+    assert_eq!(
+        body["request_id"], 2,
+        "request ids continue after the journal's: {body}"
+    );
+    node.finish();
+}
+
+/// Queues `orders` orders in a fresh journal under `data_dir` and exits.
+fn journal_with_pending_orders(data_dir: &Path, log_dir: &Path, orders: u64) -> PathBuf {
+    let mut node = GraceProcess::start(data_dir, log_dir, "filler");
+    node.set_order_service(false);
+    let lines: Vec<String> = (1..=orders).map(create_order).collect();
+    assert_eq!(
+        queued_request_ids(node.call_many(&lines).into_values()).len() as u64,
+        orders
+    );
+    node.finish();
+    let journal = data_dir.join("n1.journal.sqlite");
+    assert!(journal.exists());
+    assert!(
+        !data_dir.join("n1.journal.sqlite-wal").exists(),
+        "a clean exit leaves everything in the main file"
+    );
+    journal
+}
+
+/// The files `<journal name>.corrupt-<timestamp>` beside the journal.
+fn moved_aside(data_dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("n1.journal.sqlite.corrupt-")
+                && !name.ends_with("-wal")
+                && !name.ends_with("-shm")
+        })
+        .collect()
+}
+
+/// The number in stderr's `salvaged=N`.
+fn salvaged_count(stderr: &str) -> u64 {
+    let at = stderr
+        .find("salvaged=")
+        .unwrap_or_else(|| panic!("stderr says how many rows were salvaged: {stderr}"));
+    stderr[at + "salvaged=".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Starts a node on a damaged journal and checks what it must do: move the
+/// file aside untouched, say so, salvage what it can, open a fresh durable
+/// journal, and keep what it acknowledges from then on. Returns how many
+/// orders were salvaged.
+fn recover_from_damaged_journal(dir: &Path, data_dir: &Path, damaged: &[u8]) -> u64 {
+    let mut node = GraceProcess::start(data_dir, dir, "on the damaged journal");
+    node.set_order_service(false);
+    let status = node.queue_status();
+    assert_eq!(
+        status["durable"], true,
+        "a fresh journal is opened: {status}"
+    );
+    // The order service is up at start: some may be delivered already.
+    let known =
+        |status: &Value| status["depth"].as_u64().unwrap() + status["processed"].as_u64().unwrap();
+    let recovered = known(&status);
+    let queued = queued_request_ids(node.call_many(&[create_order(1_000_001)]).into_values());
+    let stderr = node.finish();
+
+    let aside = moved_aside(data_dir);
+    assert_eq!(
+        aside.len(),
+        1,
+        "the damaged journal is moved aside: {aside:?}\n{stderr}"
+    );
+    assert_eq!(fs::read(&aside[0]).unwrap(), damaged, "and left as it was");
+    assert!(
+        stderr.contains(&*aside[0].to_string_lossy()) && stderr.contains("integrity"),
+        "stderr says where it went and why: {stderr}"
+    );
+    let salvaged = salvaged_count(&stderr);
+    assert_eq!(recovered, salvaged, "the salvaged orders are known again");
+
+    let mut node = GraceProcess::start(data_dir, dir, "after the damage");
+    node.set_order_service(false);
+    let request_id = queued[&1_000_001];
+    let found = node.call(json!({"type": "get_order", "request_id": request_id}));
+    assert_eq!(
+        found["type"], "order_status",
+        "acknowledged after the damage, kept: {found}"
+    );
+    assert_eq!(known(&node.queue_status()), salvaged + 1);
+    node.finish();
+    assert_eq!(
+        moved_aside(data_dir).len(),
+        1,
+        "the fresh journal passes its check"
+    );
+    salvaged
+}
+
+#[test]
+fn journal_of_garbage_is_moved_aside_and_a_fresh_durable_one_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    fs::create_dir_all(&data_dir).unwrap();
+    let garbage = b"this is not a journal\n".repeat(1000);
+    fs::write(data_dir.join("n1.journal.sqlite"), &garbage).unwrap();
+    assert_eq!(
+        recover_from_damaged_journal(dir.path(), &data_dir, &garbage),
+        0
+    );
+}
+
+#[test]
+fn half_truncated_journal_is_moved_aside_and_its_readable_orders_salvaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let journal = journal_with_pending_orders(&data_dir, dir.path(), 2000);
+    let mut bytes = fs::read(&journal).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    fs::write(&journal, &bytes).unwrap();
+    let salvaged = recover_from_damaged_journal(dir.path(), &data_dir, &bytes);
+    assert!(salvaged < 2000, "{salvaged}");
+}
+
+#[test]
+fn journal_with_a_zeroed_page_is_moved_aside_and_its_readable_orders_salvaged() {
+    const PAGE: usize = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let journal = journal_with_pending_orders(&data_dir, dir.path(), 2000);
+    let mut bytes = fs::read(&journal).unwrap();
+    let pages = bytes.len() / PAGE;
+    assert!(pages > 8, "{pages} pages");
+    // A page in the middle of the orders table holds some of the orders.
+    let middle = pages / 2;
+    bytes[middle * PAGE..(middle + 1) * PAGE].fill(0);
+    fs::write(&journal, &bytes).unwrap();
+    let salvaged = recover_from_damaged_journal(dir.path(), &data_dir, &bytes);
+    assert!(salvaged < 2000, "the page's orders are lost: {salvaged}");
+    assert!(
+        salvaged > 1000,
+        "the orders on other pages are salvaged: {salvaged}"
+    );
+}
+
+#[test]
+fn hand_edited_row_is_reported_and_skipped_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let journal = journal_with_pending_orders(&data_dir, dir.path(), 2);
+    let edit = |sql: &str| {
+        let conn = rusqlite::Connection::open(&journal).unwrap();
+        conn.execute(sql, []).unwrap();
+    };
+    edit("UPDATE orders SET status = 'created', order_id = NULL WHERE request_id = 1");
+
+    let mut node = GraceProcess::start(&data_dir, dir.path(), "on the edited journal");
+    node.set_order_service(false);
+    let replies = node.call_many(&[
+        create_order(1),
+        create_order(2),
+        request(json!({"type": "echo", "msg_id": 3, "echo": 3})),
+    ]);
+    assert_eq!(replies[&2]["request_id"], 2, "the valid row is recognised");
+    assert_eq!(replies[&3]["echo"], 3);
+    assert_eq!(replies[&1]["status"], "queued", "{}", replies[&1]);
+    assert_ne!(
+        replies[&1]["request_id"], 1,
+        "the skipped row's request id is not handed out again"
+    );
+    let stderr = node.finish();
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("skipp") && line.contains("request_id=1")),
+        "stderr reports the bad row: {stderr}"
+    );
+    let conn = rusqlite::Connection::open(&journal).unwrap();
+    let status: String = conn
+        .query_row(
+            "SELECT status FROM orders WHERE request_id = 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        status, "created",
+        "the bad row is left for the operator, not overwritten"
+    );
 }

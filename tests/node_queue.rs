@@ -215,6 +215,9 @@ fn order_is_created_at_once_when_the_service_is_up() {
 fn order_is_queued_when_the_service_is_down_with_positions_counting_from_one() {
     let mut h = Harness::new();
     let now = h.at(0);
+    // With a journal, as the binary runs: without one the reply would add
+    // `"durable": false`.
+    h.node.recover(durable(), RecoveredQueue::default(), now);
     h.set_order_service(false, now);
     let body = reply_text(
         &mut h.node,
@@ -501,11 +504,7 @@ fn get_status_reports_the_queue_and_whether_it_is_durable() {
     let mut durable = Harness::new();
     let journal = PathBuf::from("/data/n1.journal.sqlite");
     durable.node.recover(
-        JournalInfo {
-            durable: true,
-            path: Some(journal.clone()),
-            degraded_reason: None,
-        },
+        JournalInfo::durable(Some(journal.clone())),
         RecoveredQueue::default(),
         now,
     );
@@ -876,11 +875,7 @@ fn committed(rows: impl IntoIterator<Item = StoredOrder>) -> RecoveredQueue {
 }
 
 fn durable() -> JournalInfo {
-    JournalInfo {
-        durable: true,
-        path: Some(PathBuf::from("/data/n1.journal.sqlite")),
-        degraded_reason: None,
-    }
+    JournalInfo::durable(Some(PathBuf::from("/data/n1.journal.sqlite")))
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::load_mode::{Feature, Mode};
 use crate::node::Node;
 use crate::protocol::RequestError;
 use crate::protocol::reply::ReplyBody;
+use crate::queue::journal::UnjournaledOrders;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,6 +63,10 @@ struct QueueSection {
     journal: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     degraded_reason: Option<String>,
+    /// When not durable: whether orders the service cannot take are kept
+    /// in memory (`--volatile-queue`) or refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volatile_queue: Option<bool>,
 }
 
 impl ReplyBody for Status {
@@ -106,6 +111,8 @@ pub fn handle(node: &mut Node, now: Instant) -> Result<Status, RequestError> {
             durable: node.journal.durable,
             journal: node.journal.path.clone(),
             degraded_reason: node.journal.degraded_reason.clone(),
+            volatile_queue: (!node.journal.durable)
+                .then_some(node.journal.unjournaled_orders == UnjournaledOrders::KeptInMemory),
         },
     })
 }

@@ -115,22 +115,28 @@ pub struct RecoveredQueue {
     pub processed: u64,
     /// Orders dead-lettered over the journal's life, likewise.
     pub dead_letters: u64,
-    /// How many times the journal has been opened, this time included:
-    /// makes the delivery keys of requests without an idempotency key
-    /// unique across restarts.
-    pub epoch: u64,
+    /// The highest request id the journal holds, counting rows that were
+    /// skipped because they failed validation: new requests are numbered
+    /// above it, so no row on disk is ever overwritten by another order.
+    pub highest_request_id: RequestId,
+    /// Sets this run apart from every other run of the node, with or
+    /// without a journal: the delivery key of a request without an
+    /// idempotency key includes it. The runtime draws it from the operating
+    /// system's randomness; a simulation may count its restarts.
+    pub run_id: u64,
 }
 
 impl RecoveredQueue {
     /// What a journal holding `orders` hands back; the `compacted` counts
     /// are those of settled orders whose rows were compacted away.
-    pub fn from_rows(orders: Vec<StoredOrder>, compacted: SettledCounts, epoch: u64) -> Self {
+    pub fn from_rows(orders: Vec<StoredOrder>, compacted: SettledCounts, run_id: u64) -> Self {
         let held = SettledCounts::of(&orders);
         RecoveredQueue {
+            highest_request_id: orders.iter().map(|o| o.request_id).max().unwrap_or(0),
             orders,
             processed: compacted.processed + held.processed,
             dead_letters: compacted.dead_letters + held.dead_letters,
-            epoch,
+            run_id,
         }
     }
 }
@@ -217,7 +223,10 @@ pub struct OrderQueue {
     dead_letters: u64,
     processed: u64,
     next_request_id: RequestId,
-    epoch: u64,
+    /// The first request id this run handed out: lower ids came from the
+    /// journal.
+    first_request_id_of_run: RequestId,
+    run_id: u64,
     writes: Vec<StoredOrder>,
     rng: fastrand::Rng,
 }
@@ -235,7 +244,8 @@ impl OrderQueue {
             dead_letters: 0,
             processed: 0,
             next_request_id: 1,
-            epoch: 0,
+            first_request_id_of_run: 1,
+            run_id: 0,
             writes: Vec::new(),
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -245,7 +255,8 @@ impl OrderQueue {
     pub fn recover(&mut self, recovered: RecoveredQueue, now: Instant) {
         self.processed = recovered.processed;
         self.dead_letters = recovered.dead_letters;
-        self.epoch = recovered.epoch;
+        self.run_id = recovered.run_id;
+        self.next_request_id = self.next_request_id.max(recovered.highest_request_id + 1);
         let mut orders = recovered.orders;
         orders.sort_by_key(|order| order.request_id);
         // Every recovered order gets an entry and (once created) an order
@@ -258,6 +269,7 @@ impl OrderQueue {
             self.next_request_id = self.next_request_id.max(stored.request_id + 1);
             self.index(stored, now);
         }
+        self.first_request_id_of_run = self.next_request_id;
     }
 
     fn index(&mut self, stored: StoredOrder, next_attempt_at: Instant) {
@@ -290,9 +302,16 @@ impl OrderQueue {
         id
     }
 
-    /// Which opening of the journal this is (0 without a journal).
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// What sets this run apart from every other (see
+    /// [`RecoveredQueue::run_id`]).
+    pub fn run_id(&self) -> u64 {
+        self.run_id
+    }
+
+    /// Whether `request_id` was read from the journal at start, rather than
+    /// accepted by this run.
+    pub fn is_from_journal(&self, request_id: RequestId) -> bool {
+        request_id < self.first_request_id_of_run
     }
 
     /// The order already accepted under `key`, if any.
@@ -460,6 +479,14 @@ impl OrderQueue {
 
     pub fn depth(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Pending requests accepted by this run (not read from the journal).
+    pub fn pending_accepted_this_run(&self) -> usize {
+        let from_journal = self
+            .pending
+            .partition_point(|&id| id < self.first_request_id_of_run);
+        self.pending.len() - from_journal
     }
 
     /// Orders dead-lettered over the journal's life.

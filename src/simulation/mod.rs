@@ -161,12 +161,7 @@ impl Simulation {
         config.seed = self.seed ^ self.incarnation.rotate_left(32);
         let mut node = Node::new(config, backend, self.now);
         node.record_transitions(true);
-        let journal = JournalInfo {
-            durable: true,
-            path: None,
-            degraded_reason: None,
-        };
-        node.recover(journal, self.journal.open(), self.now);
+        node.recover(JournalInfo::durable(None), self.journal.open(), self.now);
         self.node = Some(node);
         self.checker.node_restarted();
     }
