@@ -214,10 +214,12 @@ impl Node {
     }
 
     /// Delivers pending orders, oldest first, while the order breaker lets
-    /// calls through. Returns how many were created. The first failure stops
-    /// the run (order of arrival is kept, and one step attempts an order at
-    /// most once, whatever the retry flags). With `ignore_backoff` (an
-    /// operator's `process_queue`) retry waits are skipped.
+    /// calls through. Returns how many were created. A failed head waits
+    /// out its backoff (at least [`crate::queue::MIN_RETRY_DELAY`], so one
+    /// step attempts an order at most once whatever the retry flags), or is
+    /// dead-lettered and makes way for the next. With `ignore_backoff` (an
+    /// operator's `process_queue`) retry waits are skipped and the first
+    /// failure stops the run, so order of arrival is kept.
     pub(crate) fn deliver_due(&mut self, now: Instant, ignore_backoff: bool) -> usize {
         let mut delivered = 0;
         while let Some(request_id) = self.queue.next_due(now, ignore_backoff) {
@@ -242,9 +244,9 @@ impl Node {
                     if status == OrderStatus::DeadLetter {
                         tracing::warn!(request_id, "order dead-lettered after its last attempt");
                     }
-                    // First in, first out: nothing behind the head may go
-                    // before it, and the head waits for its backoff.
-                    break;
+                    if ignore_backoff {
+                        break;
+                    }
                 }
             }
         }
