@@ -1,13 +1,18 @@
 //! Command-line flags (each also read from a `GRACE_*` environment variable),
 //! with their defaults taken from the modules that own them.
+//!
+//! [`Policies`] are the flags both front doors share: breakers, the cache,
+//! the queue and its journal, logging. [`Config`] adds the Maelstrom node's
+//! own; `grace serve` adds the gateway's (in `gateway::cli`).
 
-use crate::breaker::{self, BreakerConfig};
-use crate::cache;
-use crate::node::NodeConfig;
+use crate::core::breaker::{self, BreakerConfig, SlidingWindow};
+use crate::core::cache;
+use crate::core::queue::journal::DEFAULT_DATA_DIR;
+use crate::core::queue::{self, QueueConfig};
+use crate::core::service::{self, ServiceSpec};
+use crate::maelstrom::node::NodeConfig;
 use crate::protocol::framing::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::queue::journal::DEFAULT_DATA_DIR;
-use crate::queue::{self, QueueConfig};
-use clap::Parser;
+use clap::{Args, Parser};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,14 +44,20 @@ fn count_in(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64Val
     clap::builder::RangedU64ValueParser::new().range(range)
 }
 
-/// grace: a Maelstrom node that keeps answering when the services behind it fail.
-///
-/// Reads JSON messages on stdin (one per line, or pretty-printed), writes one
-/// JSON reply line per request on stdout, logs to stderr. Exits 0 at the end
-/// of input or on SIGTERM/SIGINT.
-#[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about)]
-pub struct Config {
+/// A percentage from 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|err| format!("{err}"))?;
+    if (0.0..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a percentage from 0 to 100"))
+    }
+}
+
+/// The policies every front door applies: breakers, the fallback cache,
+/// the durable queue, logging.
+#[derive(Debug, Clone, Args)]
+pub struct Policies {
     /// Consecutive failures that open a service's circuit breaker.
     #[arg(long, env = "GRACE_FAILURE_THRESHOLD", default_value_t = breaker::DEFAULT_FAILURE_THRESHOLD,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -62,36 +73,72 @@ pub struct Config {
           value_parser = wait_ms())]
     pub open_timeout_max_ms: u64,
 
+    /// Also open a breaker when at least this percentage of the calls in its
+    /// sliding window failed (once --minimum-calls were seen) [default: off].
+    #[arg(long, env = "GRACE_FAILURE_RATE_THRESHOLD", value_parser = percent)]
+    pub failure_rate_threshold: Option<f64>,
+
+    /// Also open a breaker when at least this percentage of the calls in its
+    /// sliding window were slower than --slow-call-duration-ms, even if all
+    /// succeeded [default: off].
+    #[arg(long, env = "GRACE_SLOW_CALL_RATE_THRESHOLD", value_parser = percent)]
+    pub slow_call_rate_threshold: Option<f64>,
+
+    /// A call slower than this counts as slow (ms).
+    #[arg(long, env = "GRACE_SLOW_CALL_DURATION_MS", default_value_t = 60_000, value_parser = wait_ms())]
+    pub slow_call_duration_ms: u64,
+
+    /// What the rates are measured over: the last N calls (`count`) or the
+    /// calls of the last N seconds (`time`).
+    #[arg(long, env = "GRACE_SLIDING_WINDOW", default_value = "count", value_parser = ["count", "time"])]
+    pub sliding_window: String,
+
+    /// N: calls, or seconds, in the sliding window.
+    #[arg(long, env = "GRACE_SLIDING_WINDOW_SIZE", default_value_t = breaker::DEFAULT_SLIDING_WINDOW_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sliding_window_size: u32,
+
+    /// Calls the window must hold before a rate can open the breaker.
+    #[arg(long, env = "GRACE_MINIMUM_CALLS", default_value_t = breaker::DEFAULT_MINIMUM_CALLS,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub minimum_calls: u32,
+
+    /// Probes a half-open breaker lets through at once; every other request
+    /// is answered as if it were open.
+    #[arg(long, env = "GRACE_PERMITTED_CALLS_IN_HALF_OPEN",
+          default_value_t = breaker::DEFAULT_PERMITTED_CALLS_IN_HALF_OPEN,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub permitted_calls_in_half_open: u32,
+
+    /// Longest a breaker may stay half-open without a decision before it
+    /// opens again (ms; 0: as long as its probes take, each bounded by the
+    /// call timeout).
+    #[arg(long, env = "GRACE_MAX_WAIT_IN_HALF_OPEN_MS", default_value_t = 0, value_parser = wait_ms())]
+    pub max_wait_in_half_open_ms: u64,
+
+    /// How long a call to a service may take before it counts as failed (ms).
+    #[arg(long, env = "GRACE_CALL_TIMEOUT_MS", default_value_t = millis(service::DEFAULT_CALL_TIMEOUT),
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_MS))]
+    pub call_timeout_ms: u64,
+
     /// Records kept in the fallback cache; the least recently used go first.
     #[arg(long, env = "GRACE_CACHE_CAPACITY", default_value_t = cache::DEFAULT_CAPACITY,
           value_parser = count_in(1..=MAX_RECORDS))]
     pub cache_capacity: usize,
 
     /// Oldest copy the fallback cache will still serve (ms; default 24 h).
-    #[arg(long, env = "GRACE_CACHE_MAX_STALE_MS", default_value_t = millis(cache::DEFAULT_MAX_STALE),
+    #[arg(long, env = "GRACE_CACHE_MAX_STALE_MS", default_value_t = millis(service::DEFAULT_MAX_STALE),
           value_parser = clap::value_parser!(u64).range(0..=MAX_STALE_MS))]
     pub cache_max_stale_ms: u64,
-
-    /// Fixture records replacing the demo data: {"users": [...], "products": [...]}
-    /// [default: none, the built-in demo data answers every id].
-    #[arg(long, env = "GRACE_FIXTURES")]
-    pub fixtures: Option<PathBuf>,
 
     /// Directory of the durable queue's journals (one per node id).
     #[arg(long, env = "GRACE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
-    /// Node id that names the journal, known before any message arrives.
-    /// Without it the first request names it (a line that is not a request,
-    /// one that cannot be answered, names nothing): `init`'s node_id, else
-    /// the request's `dest`, else "grace" [default: none].
-    #[arg(long, env = "GRACE_NODE_ID")]
-    pub node_id: Option<String>,
-
     /// When no journal can be written (unwritable data dir, journal locked by
-    /// another process), keep orders the order service cannot take in memory,
+    /// another process), keep writes the service cannot take in memory,
     /// answering "queued" with "durable": false; they are lost at exit.
-    /// Without it they are refused with code 11.
+    /// Without it they are refused (code 11, or 503).
     #[arg(long, env = "GRACE_VOLATILE_QUEUE")]
     pub volatile_queue: bool,
 
@@ -110,7 +157,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
-    /// Created orders remembered (for idempotency and get_order) before compaction.
+    /// Settled writes remembered (for idempotency and get_order) before compaction.
     #[arg(long, env = "GRACE_ORDER_HISTORY", default_value_t = queue::DEFAULT_ORDER_HISTORY,
           value_parser = count_in(0..=MAX_RECORDS))]
     pub order_history: usize,
@@ -119,11 +166,6 @@ pub struct Config {
     /// (slower; exists to measure what group commit saves).
     #[arg(long, env = "GRACE_COMMIT_PER_REQUEST")]
     pub commit_per_request: bool,
-
-    /// Largest message accepted (bytes); longer ones are skipped with a log line.
-    #[arg(long, env = "GRACE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
-          value_parser = count_in(1..=MAX_MESSAGE_BYTES_LIMIT))]
-    pub max_message_bytes: usize,
 
     /// Seed for the retry jitter [default: none, seeded from the clock].
     #[arg(long, env = "GRACE_SEED")]
@@ -135,25 +177,84 @@ pub struct Config {
     pub log_level: Option<String>,
 }
 
+impl Policies {
+    /// Every service's policies, before a configuration file overrides them.
+    pub fn service_defaults(&self) -> ServiceSpec {
+        ServiceSpec {
+            name: String::new(),
+            timeout: Duration::from_millis(self.call_timeout_ms),
+            failure_statuses: service::DEFAULT_FAILURE_STATUSES.to_vec(),
+            breaker: self.breaker(),
+            max_stale: Duration::from_millis(self.cache_max_stale_ms),
+        }
+    }
+
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: Some(self.failure_threshold),
+            open_timeout: Duration::from_millis(self.open_timeout_ms),
+            open_timeout_max: Duration::from_millis(self.open_timeout_max_ms.max(self.open_timeout_ms)),
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration: Duration::from_millis(self.slow_call_duration_ms),
+            sliding_window: match self.sliding_window.as_str() {
+                "time" => SlidingWindow::Time,
+                _ => SlidingWindow::Count,
+            },
+            sliding_window_size: self.sliding_window_size,
+            minimum_calls: self.minimum_calls,
+            permitted_calls_in_half_open: self.permitted_calls_in_half_open,
+            max_wait_in_half_open: (self.max_wait_in_half_open_ms > 0)
+                .then(|| Duration::from_millis(self.max_wait_in_half_open_ms)),
+        }
+    }
+
+    pub fn queue(&self) -> QueueConfig {
+        QueueConfig {
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
+            max_attempts: self.max_attempts,
+            order_history: self.order_history,
+        }
+    }
+}
+
+/// grace: a Maelstrom node that keeps answering when the services behind it fail.
+///
+/// Reads JSON messages on stdin (one per line, or pretty-printed), writes one
+/// JSON reply line per request on stdout, logs to stderr. Exits 0 at the end
+/// of input or on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about)]
+pub struct Config {
+    #[command(flatten)]
+    pub policies: Policies,
+
+    /// Fixture records replacing the demo data: {"users": [...], "products": [...]}
+    /// [default: none, the built-in demo data answers every id].
+    #[arg(long, env = "GRACE_FIXTURES")]
+    pub fixtures: Option<PathBuf>,
+
+    /// Node id that names the journal, known before any message arrives.
+    /// Without it the first request names it (a line that is not a request,
+    /// one that cannot be answered, names nothing): `init`'s node_id, else
+    /// the request's `dest`, else "grace" [default: none].
+    #[arg(long, env = "GRACE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Largest message accepted (bytes); longer ones are skipped with a log line.
+    #[arg(long, env = "GRACE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+          value_parser = count_in(1..=MAX_MESSAGE_BYTES_LIMIT))]
+    pub max_message_bytes: usize,
+}
+
 impl Config {
     /// The node's share of the configuration.
     pub fn node_config(&self, seed: u64) -> NodeConfig {
         NodeConfig {
-            breaker: BreakerConfig {
-                failure_threshold: self.failure_threshold,
-                open_timeout: Duration::from_millis(self.open_timeout_ms),
-                open_timeout_max: Duration::from_millis(
-                    self.open_timeout_max_ms.max(self.open_timeout_ms),
-                ),
-            },
-            cache_capacity: self.cache_capacity,
-            cache_max_stale: Duration::from_millis(self.cache_max_stale_ms),
-            queue: QueueConfig {
-                retry_base: Duration::from_millis(self.retry_base_ms),
-                retry_max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
-                max_attempts: self.max_attempts,
-                order_history: self.order_history,
-            },
+            service: self.policies.service_defaults(),
+            cache_capacity: self.policies.cache_capacity,
+            queue: self.policies.queue(),
             seed,
         }
     }

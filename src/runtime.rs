@@ -15,13 +15,13 @@
 //! more is read after it, so a writer that never stops cannot keep the node
 //! alive or make it buffer without bound.
 
-use crate::backend::Backend;
+use crate::demo::DemoData;
 use crate::config::Config;
-use crate::node::Node;
+use crate::maelstrom::node::InProcessNode;
 use crate::protocol::reply::UNNAMED_NODE_ID;
 use crate::protocol::{self, Rejected, framing::Frame, framing::Framer};
-use crate::queue::RecoveredQueue;
-use crate::queue::journal::{
+use crate::core::queue::RecoveredQueue;
+use crate::core::queue::journal::{
     self, EarlierOrders, JournalInfo, JournalOpening, SqliteJournal, UnjournaledOrders,
 };
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -40,15 +40,15 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 /// Runs the node until the end of input or a signal.
 pub fn run(config: Config) -> ExitCode {
-    let backend = match &config.fixtures {
-        Some(path) => match Backend::from_fixtures_file(path) {
-            Ok(backend) => backend,
+    let data = match &config.fixtures {
+        Some(path) => match DemoData::from_fixtures_file(path) {
+            Ok(data) => data,
             Err(err) => {
                 eprintln!("grace: {err}");
                 return ExitCode::from(2);
             }
         },
-        None => Backend::demo(),
+        None => DemoData::builtin(),
     };
     let (stdin, stdout) = match (
         duplicate(io::stdin().as_fd()),
@@ -68,14 +68,13 @@ pub fn run(config: Config) -> ExitCode {
         }
     };
     let mut runtime = Runtime {
-        seed: config.seed.unwrap_or_else(clock_seed),
+        seed: config.policies.seed.unwrap_or_else(clock_seed),
         framer: Framer::new(config.max_message_bytes),
         config,
-        backend: Some(backend),
+        data: Some(data),
         node: None,
         journal: None,
         stdout,
-        unwritten: Vec::new(),
         journal_failure: None,
     };
     if let Some(node_id) = runtime.config.node_id.clone() {
@@ -206,13 +205,11 @@ struct Runtime {
     config: Config,
     seed: u64,
     framer: Framer,
-    /// The services, until the node is built and takes them.
-    backend: Option<Backend>,
-    node: Option<Node>,
+    /// The demo data, until the node is built and takes it.
+    data: Option<DemoData>,
+    node: Option<InProcessNode>,
     journal: Option<SqliteJournal>,
     stdout: File,
-    /// Replies taken from the node, waiting for the burst to end.
-    unwritten: Vec<u8>,
     /// A commit that failed: the node stops, writing no reply it cannot keep.
     journal_failure: Option<String>,
 }
@@ -226,7 +223,7 @@ impl Runtime {
                 // Nothing more is waiting: answer what was read, then sleep
                 // until input, a signal, or the node's next deadline.
                 self.commit_and_write()?;
-                let deadline = self.node.as_ref().and_then(Node::poll_timeout);
+                let deadline = self.node.as_ref().and_then(InProcessNode::poll_timeout);
                 let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
                 wake = input.wait(timeout);
             }
@@ -248,8 +245,8 @@ impl Runtime {
                     }
                     Ok(read) => {
                         self.feed(&buffer[..read]);
-                        let output_waiting = self.node.as_ref().map_or(0, Node::output_len);
-                        if output_waiting + self.unwritten.len() >= WRITE_BATCH_BYTES {
+                        let output_waiting = self.node.as_ref().map_or(0, |node| node.node.output_len());
+                        if output_waiting >= WRITE_BATCH_BYTES {
                             self.commit_and_write()?;
                         }
                     }
@@ -299,7 +296,7 @@ impl Runtime {
                 }
                 let node = self.node.as_mut().expect("node started");
                 node.handle_message(bytes, line, now);
-                if self.config.commit_per_request
+                if self.config.policies.commit_per_request
                     && let Err(err) = self.commit_journal()
                 {
                     self.journal_failure = Some(err);
@@ -337,24 +334,28 @@ impl Runtime {
     /// Builds the node at `now`, its queue resumed from the journal of
     /// `node_id` (recovered orders are due at once).
     fn start_node(&mut self, node_id: &str, now: Instant) {
-        let backend = self.backend.take().expect("node starts once");
-        let mut node = Node::new(self.config.node_config(self.seed), backend, now);
+        let data = self.data.take().expect("node starts once");
+        let mut node = InProcessNode::new(self.config.node_config(self.seed), data, now);
         let (info, mut recovered) = self.open_journal(node_id);
         recovered.run_id = fresh_run_id();
-        node.recover(info, recovered, now);
+        node.node.recover(info, recovered, now);
         self.node = Some(node);
     }
 
     /// Opens the journal of `node_id`, keeps it when it can be written, and
     /// says what the node may promise with it.
     fn open_journal(&mut self, node_id: &str) -> (JournalInfo, RecoveredQueue) {
-        let unjournaled = if self.config.volatile_queue {
+        let unjournaled = if self.config.policies.volatile_queue {
             UnjournaledOrders::KeptInMemory
         } else {
             UnjournaledOrders::Refused
         };
         let opening =
-            journal::open_journal(&self.config.data_dir, node_id, self.config.order_history);
+            journal::open_journal(
+                &self.config.policies.data_dir,
+                node_id,
+                self.config.policies.order_history,
+            );
         let (info, recovered) = match opening {
             JournalOpening::Writable { journal, recovered } => {
                 tracing::info!(journal = %journal.path().display(), "durable queue opened");
@@ -413,12 +414,7 @@ impl Runtime {
         let Some(node) = &mut self.node else {
             return Ok(());
         };
-        node.drain_output_into(&mut self.unwritten);
-        if self.unwritten.is_empty() {
-            return Ok(());
-        }
-        let written = self.stdout.write_all(&self.unwritten);
-        self.unwritten.clear();
+        let written = node.node.write_output(&mut self.stdout);
         match written {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Err(Stop::StdoutClosed),
@@ -434,7 +430,7 @@ impl Runtime {
         let Some(node) = &mut self.node else {
             return Ok(());
         };
-        let rows = node.take_journal_writes();
+        let rows = node.node.take_journal_writes();
         match &mut self.journal {
             Some(journal) => journal.commit(&rows).map_err(|err| err.0),
             None => Ok(()),
@@ -443,8 +439,9 @@ impl Runtime {
 
     fn warn_if_orders_only_in_memory(&self) {
         let Some(node) = &self.node else { return };
-        let pending = node.queue().pending_accepted_this_run();
-        if !node.journal_info().durable && pending > 0 {
+        let core = node.node.core();
+        let pending = core.queue().pending_accepted_this_run();
+        if !core.journal().durable && pending > 0 {
             tracing::warn!(
                 pending,
                 "exiting with queued orders held only in memory: they are lost"

@@ -18,15 +18,21 @@ pub mod breaker;
 pub mod cache;
 pub mod call;
 pub mod load_mode;
+pub mod queue;
 pub mod service;
+pub mod writes;
 
 pub use call::{Call, CallFailure, CallId, CallRequest, CallResult, Delivery, Response, Storage};
 pub use service::{ServiceId, ServiceSpec, Services};
+pub use writes::{NewWrite, RepeatPolicy, WriteOutcome, WriteSnapshot};
 
 use breaker::{BreakerState, CallVerdict, CircuitBreaker, Permit, Refusal, Transition};
 use cache::{CachedCopy, FallbackCache, ServiceKey};
+use crate::planted_bug::{PlantedBug, is_planted};
 use load_mode::{LoadShedder, ModePolicy};
+use queue::{QueueConfig, WriteQueue};
 use slab::Slab;
+use writes::{WritePurpose, WriteState};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +47,26 @@ pub struct CoreConfig {
     /// Copies the fallback cache holds, all services together.
     pub cache_capacity: usize,
     pub modes: ModePolicy,
+    pub queue: QueueConfig,
+    /// Seeds the queue's retry jitter, so a run can be replayed.
+    pub seed: u64,
+    /// Reads the id a service gave a delivered write from its answer (the
+    /// Maelstrom node's `order_id`); `None` where there is no such thing.
+    pub result_id: fn(&Response) -> Option<String>,
+}
+
+impl CoreConfig {
+    /// `services` with every other setting at its default.
+    pub fn new(services: Services) -> Self {
+        CoreConfig {
+            services,
+            cache_capacity: cache::DEFAULT_CAPACITY,
+            modes: ModePolicy::default(),
+            queue: QueueConfig::default(),
+            seed: 0,
+            result_id: |_| None,
+        }
+    }
 }
 
 /// Whether a read may share an identical read already in flight.
@@ -105,6 +131,10 @@ pub enum SendOutcome {
 pub enum Outcome {
     Read(ReadOutcome),
     Sent(SendOutcome),
+    Write(WriteOutcome),
+    /// An operator's `process_queue` run ended: writes it delivered, and
+    /// writes still pending.
+    QueueProcessed { processed: usize, remaining: usize },
 }
 
 /// A breaker transition, when it happened, for whoever watches.
@@ -139,6 +169,8 @@ enum Purpose<W> {
     },
     /// A plain call for one waiter.
     Send { waiter: W },
+    /// A write: a direct attempt, or a queued write's delivery.
+    Write(WritePurpose<W>),
 }
 
 /// One waiter, or several once reads are coalesced (no allocation for the
@@ -149,6 +181,13 @@ struct Waiters<W> {
 }
 
 impl<W> Waiters<W> {
+    fn one(first: W) -> Self {
+        Waiters {
+            first,
+            more: Vec::new(),
+        }
+    }
+
     fn all(self) -> impl Iterator<Item = W> {
         std::iter::once(self.first).chain(self.more)
     }
@@ -193,12 +232,19 @@ pub struct Core<W, P> {
     outgoing: VecDeque<Call<P>>,
     outcomes: VecDeque<(W, Outcome)>,
     shedder: LoadShedder,
+    writes: WriteState<W, P>,
     /// Every transition since the last [`Self::take_transitions`], when on.
     recorded_transitions: Option<Vec<TransitionRecord>>,
 }
 
 impl<W, P> Core<W, P> {
     pub fn new(config: CoreConfig) -> Self {
+        let service_count = config.services.len();
+        let queue = WriteQueue::new(
+            config.queue,
+            config.seed,
+            config.services.iter().map(|(_, spec)| spec.name.as_str()),
+        );
         let services = config
             .services
             .iter()
@@ -222,6 +268,11 @@ impl<W, P> Core<W, P> {
             outgoing: VecDeque::new(),
             outcomes: VecDeque::new(),
             shedder: LoadShedder::new(&config.modes),
+            writes: WriteState::new(
+                queue,
+                service_count,
+                config.result_id,
+            ),
             recorded_transitions: None,
         }
     }
@@ -433,6 +484,7 @@ impl<W, P> Core<W, P> {
                 };
                 self.outcomes.push_back((waiter, Outcome::Sent(outcome)));
             }
+            Purpose::Write(purpose) => self.complete_write(call.service, purpose, result, failed, now),
         }
     }
 
@@ -446,6 +498,22 @@ impl<W, P> Core<W, P> {
         now: Instant,
     ) {
         let cause = match result {
+            CallResult::Answered(response) if !failed && is_planted(PlantedBug::CacheWhileServiceUp) => {
+                // A planted bug: the cache answers although the service did.
+                match self.cache.fallback(service, key.key(), now) {
+                    Some(copy) => {
+                        for waiter in waiters.all() {
+                            let stale = ReadOutcome::Stale {
+                                copy: copy.clone(),
+                                cause: Cause::FailureStatus(response.status),
+                            };
+                            self.outcomes.push_back((waiter, Outcome::Read(stale)));
+                        }
+                        return;
+                    }
+                    None => Cause::FailureStatus(response.status),
+                }
+            }
             CallResult::Answered(response) if !failed => {
                 if let Storage::Keep { max_stale } = response.storage {
                     let service_max = self.services[service.index()].spec.max_stale;
@@ -496,11 +564,12 @@ impl<W, P> Core<W, P> {
                 let call = state.deadlines.front().map(|&(deadline, _)| deadline);
                 breaker.into_iter().chain(call)
             })
+            .chain(self.next_write_deadline())
             .min()
     }
 
     /// Does what is due at `now`: breakers whose wait is over change state,
-    /// and calls past their deadline fail as timed out.
+    /// calls past their deadline fail as timed out, due deliveries start.
     pub fn handle_timeout(&mut self, now: Instant) {
         for index in 0..self.services.len() {
             let service = ServiceId::from_index(index);
@@ -521,6 +590,7 @@ impl<W, P> Core<W, P> {
                 }
             }
         }
+        self.handle_write_timeouts(now);
     }
 
     fn note_transition(&mut self, service: ServiceId, transition: Transition, now: Instant) {

@@ -26,7 +26,7 @@
 //! - every row read is validated; a bad one is reported and skipped, and its
 //!   request id is never handed out again.
 
-use super::{OrderStatus, RecoveredQueue, RequestId, SettledCounts, StoredOrder};
+use super::{RecoveredQueue, RequestId, SettledCounts, StoredResponse, StoredWrite, WriteStatus};
 use rusqlite::config::DbConfig;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -53,9 +53,26 @@ const LONG_STEM_PREFIX_BYTES: usize = 100;
 const LONG_STEM_SEPARATOR: char = '~';
 /// The file name of the empty node id: escaping never produces a lone `%`.
 const EMPTY_NODE_ID_STEM: &str = "%";
-/// The columns of a journal row, in the order [`decode_row`] reads them.
+/// The columns every journal row has had since the first release, in the
+/// order [`decode_row`] reads them. `order_json` holds any write's payload
+/// and `order_id` the id its service gave it: the names are the Maelstrom
+/// node's, kept so that older journals open as they are.
 const ORDER_COLUMNS: &str =
     "request_id, idempotency_key, order_json, status, attempts, order_id, was_queued";
+/// Columns added when the gateway came (with their SQL types), read after
+/// [`ORDER_COLUMNS`]. A journal written before them is given them when it is
+/// opened for writing; read-only, they read as NULL.
+const WRITE_COLUMNS: [(&str, &str); 6] = [
+    ("service", "TEXT"),
+    ("public_id", "TEXT"),
+    ("fingerprint", "TEXT"),
+    ("response_status", "INTEGER"),
+    ("response_content_type", "TEXT"),
+    ("response_body", "BLOB"),
+];
+/// The service of rows written before rows named theirs: the Maelstrom
+/// node's order service, the only one that queued then.
+const SERVICE_OF_OLD_ROWS: &str = "order";
 
 /// Where the queue's rows go, as `get_status` reports it and as the
 /// handlers need to know it to promise no more than it holds.
@@ -334,6 +351,7 @@ fn open_connection(path: &Path, node_id: &str) -> Result<Connection, OpenFailure
     )
     .map_err(OpenFailure::from_sqlite)?;
     check_schema(&conn)?;
+    add_write_columns(&conn).map_err(OpenFailure::from_sqlite)?;
     match stored_node_id(&conn)? {
         Some(stored) if stored == node_id => {}
         Some(stored) => return Err(foreign(path, &stored, node_id)),
@@ -386,6 +404,39 @@ fn check_schema(conn: &Connection) -> Result<(), OpenFailure> {
         .and_then(|_| conn.prepare("SELECT name, value FROM meta LIMIT 0"))
         .map(drop)
         .map_err(|err| OpenFailure::Damaged(format!("not a grace journal: {err}")))
+}
+
+/// Gives a journal written before [`WRITE_COLUMNS`] existed those columns.
+fn add_write_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let present = existing_columns(conn)?;
+    for (name, sql_type) in WRITE_COLUMNS {
+        if !present.iter().any(|column| column == name) {
+            conn.execute_batch(&format!("ALTER TABLE orders ADD COLUMN {name} {sql_type}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn existing_columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('orders')")?;
+    let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+    names.collect()
+}
+
+/// The select list of a row: [`ORDER_COLUMNS`], then each of
+/// [`WRITE_COLUMNS`], or NULL where the journal predates it.
+fn row_columns(conn: &Connection) -> rusqlite::Result<String> {
+    let present = existing_columns(conn)?;
+    let mut columns = ORDER_COLUMNS.to_string();
+    for (name, _) in WRITE_COLUMNS {
+        columns.push_str(", ");
+        if present.iter().any(|column| column == name) {
+            columns.push_str(name);
+        } else {
+            columns.push_str("NULL");
+        }
+    }
+    Ok(columns)
 }
 
 /// The node id recorded in the journal; `None` when it has none (a new
@@ -639,7 +690,7 @@ fn utc_timestamp(time: SystemTime) -> String {
 #[derive(Debug, Default)]
 struct Salvage {
     /// Rows that were read and passed validation.
-    orders: Vec<StoredOrder>,
+    orders: Vec<StoredWrite>,
     /// Counts of compacted orders, when they could be read.
     compacted: SettledCounts,
     /// Rows that were read but failed validation.
@@ -652,7 +703,7 @@ impl Salvage {
     fn pending(&self) -> usize {
         self.orders
             .iter()
-            .filter(|order| order.status == OrderStatus::Queued)
+            .filter(|order| order.status == WriteStatus::Queued)
             .count()
     }
 }
@@ -705,7 +756,7 @@ fn salvage(moved: &Path, node_id: &str) -> Salvage {
 /// or the first error.
 fn scan_from(conn: &Connection, from: i64, salvage: &mut Salvage) -> rusqlite::Result<()> {
     let mut statement = conn.prepare(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE request_id >= ?1 ORDER BY request_id"
+        "SELECT {} FROM orders WHERE request_id >= ?1 ORDER BY request_id", row_columns(conn)?
     ))?;
     let mut rows = statement.query([from])?;
     while let Some(row) = rows.next()? {
@@ -791,7 +842,8 @@ fn load(conn: &Connection) -> rusqlite::Result<RecoveredQueue> {
     }
     let compacted = compacted_counts(conn)?;
     let mut statement = conn.prepare(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders ORDER BY request_id"
+        "SELECT {} FROM orders ORDER BY request_id",
+        row_columns(conn)?
     ))?;
     let mut rows = statement.query([])?;
     let mut orders = Vec::new();
@@ -822,19 +874,13 @@ fn load(conn: &Connection) -> rusqlite::Result<RecoveredQueue> {
     Ok(recovered)
 }
 
-/// One journal row as an order, or why it is not a valid one (the inner
+/// One journal row as a write, or why it is not a valid one (the inner
 /// `Err`). The outer `Err` is a failure to read the row at all.
-fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredOrder, String>> {
-    let column = |index: usize| row.get::<_, SqlValue>(index);
-    let values = (
-        column(0)?,
-        column(1)?,
-        column(2)?,
-        column(3)?,
-        column(4)?,
-        column(5)?,
-        column(6)?,
-    );
+fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredWrite, String>> {
+    let mut values: RowValues = std::array::from_fn(|_| SqlValue::Null);
+    for (index, value) in values.iter_mut().enumerate() {
+        *value = row.get::<_, SqlValue>(index)?;
+    }
     Ok(validate_row(values))
 }
 
@@ -849,18 +895,25 @@ fn shown(value: &SqlValue) -> String {
     }
 }
 
-type RowValues = (
-    SqlValue,
-    SqlValue,
-    SqlValue,
-    SqlValue,
-    SqlValue,
-    SqlValue,
-    SqlValue,
-);
+/// The values of [`ORDER_COLUMNS`] then [`WRITE_COLUMNS`].
+type RowValues = [SqlValue; 13];
 
-fn validate_row(values: RowValues) -> Result<StoredOrder, String> {
-    let (request_id, idempotency_key, order_json, status, attempts, order_id, was_queued) = values;
+fn validate_row(values: RowValues) -> Result<StoredWrite, String> {
+    let [
+        request_id,
+        idempotency_key,
+        payload,
+        status,
+        attempts,
+        result_id,
+        was_queued,
+        service,
+        public_id,
+        fingerprint,
+        response_status,
+        response_content_type,
+        response_body,
+    ] = values;
     let optional_text = |name: &str, value: SqlValue| match value {
         SqlValue::Null => Ok(None),
         SqlValue::Text(text) => Ok(Some(text)),
@@ -878,12 +931,11 @@ fn validate_row(values: RowValues) -> Result<StoredOrder, String> {
             ));
         }
     };
-    let status = match status {
-        SqlValue::Text(text) if text == "queued" => OrderStatus::Queued,
-        SqlValue::Text(text) if text == "created" => OrderStatus::Created,
-        SqlValue::Text(text) if text == "dead_letter" => OrderStatus::DeadLetter,
-        other => return Err(format!("unknown status {}", shown(&other))),
-    };
+    let status = match &status {
+        SqlValue::Text(text) => WriteStatus::from_journal(text),
+        _ => None,
+    }
+    .ok_or_else(|| format!("unknown status {}", shown(&status)))?;
     let attempts = match attempts {
         SqlValue::Integer(count) => {
             u32::try_from(count).map_err(|_| format!("attempts out of range: {count}"))?
@@ -901,34 +953,62 @@ fn validate_row(values: RowValues) -> Result<StoredOrder, String> {
         other => return Err(format!("was_queued must be 0 or 1, not {}", shown(&other))),
     };
     let idempotency_key = optional_text("idempotency_key", idempotency_key)?;
-    let order_id = optional_text("order_id", order_id)?;
-    let order = match optional_text("order_json", order_json)? {
+    let result_id = optional_text("order_id", result_id)?;
+    let payload = match optional_text("order_json", payload)? {
         None => None,
         Some(json) => {
-            let order = RawValue::from_string(json)
+            let payload = RawValue::from_string(json)
                 .map_err(|err| format!("order_json is not JSON: {err}"))?;
-            if !order.get().trim_start().starts_with('{') {
+            if !payload.get().trim_start().starts_with('{') {
                 return Err("order_json is not a JSON object".into());
             }
-            Some(Arc::from(order))
+            Some(Arc::from(payload))
+        }
+    };
+    let service = optional_text("service", service)?.unwrap_or_else(|| SERVICE_OF_OLD_ROWS.into());
+    let public_id = optional_text("public_id", public_id)?;
+    let fingerprint = optional_text("fingerprint", fingerprint)?;
+    let response = match response_status {
+        SqlValue::Null => None,
+        SqlValue::Integer(code) if (100..=599).contains(&code) => Some(StoredResponse {
+            status: code as u16,
+            content_type: optional_text("response_content_type", response_content_type)?,
+            body: match response_body {
+                SqlValue::Null => Vec::new(),
+                SqlValue::Blob(body) => body,
+                SqlValue::Text(text) => text.into_bytes(),
+                other => {
+                    return Err(format!("response_body must be bytes, not {}", shown(&other)));
+                }
+            },
+        }),
+        other => {
+            return Err(format!(
+                "response_status must be an HTTP status, not {}",
+                shown(&other)
+            ));
         }
     };
     match status {
-        OrderStatus::Created if order_id.is_none() => {
-            return Err("a created order has no order_id".into());
+        WriteStatus::Delivered if result_id.is_none() && response.is_none() => {
+            return Err("a created write has neither an order_id nor a response".into());
         }
-        OrderStatus::Queued | OrderStatus::DeadLetter if order.is_none() => {
-            return Err(format!("a {} order has no order_json", status.as_str()));
+        WriteStatus::Queued | WriteStatus::DeadLetter if payload.is_none() => {
+            return Err(format!("a {} write has no order_json", status.as_str()));
         }
         _ => {}
     }
-    Ok(StoredOrder {
+    Ok(StoredWrite {
         request_id,
+        service,
         idempotency_key,
-        order,
+        public_id,
+        fingerprint,
+        payload,
         status,
         attempts,
-        order_id,
+        result_id,
+        response,
         was_queued,
     })
 }
@@ -1069,7 +1149,7 @@ impl SqliteJournal {
     }
 
     /// Writes `rows` in one transaction: one fsync however many rows.
-    pub fn commit(&mut self, rows: &[StoredOrder]) -> Result<(), JournalError> {
+    pub fn commit(&mut self, rows: &[StoredWrite]) -> Result<(), JournalError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -1077,24 +1157,33 @@ impl SqliteJournal {
         {
             let mut upsert = transaction.prepare_cached(
                 "INSERT OR REPLACE INTO orders
-                 (request_id, idempotency_key, order_json, status, attempts, order_id, was_queued)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (request_id, idempotency_key, order_json, status, attempts, order_id, was_queued,
+                  service, public_id, fingerprint,
+                  response_status, response_content_type, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for row in rows {
+                let response = row.response.as_ref();
                 upsert.execute(params![
                     row.request_id as i64,
                     row.idempotency_key,
-                    row.order.as_ref().map(|order| order.get()),
+                    row.payload.as_ref().map(|payload| payload.get()),
                     row.status.as_str(),
                     row.attempts,
-                    row.order_id,
+                    row.result_id,
                     row.was_queued,
+                    row.service,
+                    row.public_id,
+                    row.fingerprint,
+                    response.map(|response| response.status),
+                    response.and_then(|response| response.content_type.as_deref()),
+                    response.map(|response| response.body.as_slice()),
                 ])?;
             }
         }
         self.settled_since_compaction += rows
             .iter()
-            .filter(|row| row.status != OrderStatus::Queued)
+            .filter(|row| row.status != WriteStatus::Queued)
             .count();
         if self.settled_since_compaction > (self.order_history / 10).max(1000) {
             compact(&transaction, self.order_history)?;
@@ -1180,32 +1269,36 @@ fn compact(transaction: &rusqlite::Transaction<'_>, keep: usize) -> Result<(), J
 mod tests {
     use super::*;
 
-    fn row(request_id: u64, status: OrderStatus) -> StoredOrder {
-        StoredOrder {
+    fn row(request_id: u64, status: WriteStatus) -> StoredWrite {
+        StoredWrite {
             request_id,
+            service: "order".into(),
             idempotency_key: Some(format!("client:{request_id}")),
-            order: (status != OrderStatus::Created)
+            public_id: None,
+            fingerprint: None,
+            payload: (status != WriteStatus::Delivered)
                 .then(|| Arc::from(RawValue::from_string("{\"sku\":1}".into()).unwrap())),
             status,
             attempts: 0,
-            order_id: (status == OrderStatus::Created).then(|| format!("ord-{request_id}")),
+            result_id: (status == WriteStatus::Delivered).then(|| format!("ord-{request_id}")),
+            response: None,
             was_queued: true,
         }
     }
 
     /// A journal of `node_id` in `dir` holding `rows`, closed again.
-    fn journal_holding(dir: &Path, node_id: &str, rows: &[StoredOrder]) -> PathBuf {
+    fn journal_holding(dir: &Path, node_id: &str, rows: &[StoredWrite]) -> PathBuf {
         let (mut journal, _) = SqliteJournal::open(dir, node_id, 100).unwrap();
         journal.commit(rows).unwrap();
         journal.path().to_path_buf()
     }
 
-    fn queued_rows(count: u64) -> Vec<StoredOrder> {
-        (1..=count).map(|id| row(id, OrderStatus::Queued)).collect()
+    fn queued_rows(count: u64) -> Vec<StoredWrite> {
+        (1..=count).map(|id| row(id, WriteStatus::Queued)).collect()
     }
 
     fn request_ids(recovered: &RecoveredQueue) -> Vec<u64> {
-        recovered.orders.iter().map(|o| o.request_id).collect()
+        recovered.writes.iter().map(|o| o.request_id).collect()
     }
 
     /// The journals moved aside (without their `-wal` and `-shm` files).
@@ -1227,16 +1320,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
-            assert!(recovered.orders.is_empty());
+            assert!(recovered.writes.is_empty());
             journal
-                .commit(&[row(1, OrderStatus::Queued), row(2, OrderStatus::Queued)])
+                .commit(&[row(1, WriteStatus::Queued), row(2, WriteStatus::Queued)])
                 .unwrap();
-            journal.commit(&[row(1, OrderStatus::Created)]).unwrap();
+            journal.commit(&[row(1, WriteStatus::Delivered)]).unwrap();
         }
         let (_journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
         assert_eq!(
-            recovered.orders,
-            vec![row(1, OrderStatus::Created), row(2, OrderStatus::Queued)]
+            recovered.writes,
+            vec![row(1, WriteStatus::Delivered), row(2, WriteStatus::Queued)]
         );
         assert_eq!(recovered.processed, 1);
         assert_eq!(recovered.highest_request_id, 2);
@@ -1263,11 +1356,11 @@ mod tests {
     fn compaction_keeps_pending_and_the_newest_settled_and_counts_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = SqliteJournal::open(dir.path(), "n1", 2).unwrap();
-        use OrderStatus::{Created, DeadLetter, Queued};
+        use WriteStatus::{Created, DeadLetter, Queued};
         let statuses = [
             Created, DeadLetter, Created, Created, Created, Queued, DeadLetter, Queued,
         ];
-        let rows: Vec<StoredOrder> = (1..)
+        let rows: Vec<StoredWrite> = (1..)
             .zip(statuses)
             .map(|(id, status)| row(id, status))
             .collect();
@@ -1371,7 +1464,7 @@ mod tests {
         let garbage = b"not a journal at all\n".repeat(500);
         fs::write(&path, &garbage).unwrap();
         let (mut journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
-        assert!(recovered.orders.is_empty());
+        assert!(recovered.writes.is_empty());
         journal.commit(&queued_rows(1)).unwrap();
         let aside = corrupt_files(dir.path());
         assert_eq!(aside.len(), 1, "{aside:?}");
@@ -1396,14 +1489,14 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
 
         let (_journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
-        let salvaged = recovered.orders.len();
+        let salvaged = recovered.writes.len();
         assert!(salvaged < 3000, "a zeroed page loses rows: {salvaged}");
         let per_page = 3000 / pages;
         assert!(
             salvaged >= 3000 - 3 * per_page.max(1),
             "only about one page of rows is lost: {salvaged} of 3000 kept"
         );
-        for order in &recovered.orders {
+        for order in &recovered.writes {
             assert_eq!(order, &rows[order.request_id as usize - 1]);
         }
         assert_eq!(corrupt_files(dir.path()).len(), 1);
@@ -1421,7 +1514,7 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let (_journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
-        let salvaged = recovered.orders.len();
+        let salvaged = recovered.writes.len();
         assert!(salvaged > 0 && salvaged < 2000, "{salvaged}");
         assert_eq!(corrupt_files(dir.path()).len(), 1);
     }
@@ -1487,7 +1580,7 @@ mod tests {
             JournalOpening::ReadOnly {
                 recovered, reason, ..
             } => {
-                assert_eq!(recovered.orders, rows);
+                assert_eq!(recovered.writes, rows);
                 assert!(reason.contains("data dir is read-only"), "{reason}");
             }
             _ => panic!("a sound journal is read"),

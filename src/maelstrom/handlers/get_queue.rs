@@ -1,12 +1,10 @@
 //! `get_queue`: the queue's depth, totals and the oldest pending requests.
 
-use crate::backend::Service;
-use crate::node::Node;
+use super::Ctx;
+use crate::core::queue::{PendingItem, QUEUE_LISTING_LIMIT};
 use crate::protocol::RequestError;
 use crate::protocol::reply::ReplyBody;
-use crate::queue::{PendingItem, QUEUE_LISTING_LIMIT};
 use serde::Serialize;
-use std::time::Instant;
 
 #[derive(Serialize)]
 pub struct QueueStatus {
@@ -21,21 +19,22 @@ impl ReplyBody for QueueStatus {
     const TYPE: &'static str = "queue_status";
 }
 
-pub fn handle(node: &mut Node, now: Instant) -> Result<QueueStatus, RequestError> {
-    let mut pending = node.queue.pending_items(now, QUEUE_LISTING_LIMIT);
+pub fn handle(ctx: &mut Ctx<'_>) -> Result<QueueStatus, RequestError> {
+    let queue = ctx.core.queue();
+    let mut pending = queue.pending_items(ctx.now, QUEUE_LISTING_LIMIT);
     // No request is attempted while the order breaker is open, whatever its
     // own backoff says: an operator asking "when is the next attempt" is
     // told the later of the two, not "now" while nothing is being tried.
-    if let Some(reopens_at) = node.breaker(Service::Order).reopens_at() {
-        let breaker_wait_ms = reopens_at.saturating_duration_since(now).as_millis() as u64;
+    if let Some(reopens_at) = ctx.core.breaker(ctx.node.services.order).reopens_at() {
+        let breaker_wait_ms = reopens_at.saturating_duration_since(ctx.now).as_millis() as u64;
         for item in &mut pending {
             item.next_attempt_in_ms = item.next_attempt_in_ms.max(breaker_wait_ms);
         }
     }
     Ok(QueueStatus {
-        depth: node.queue.depth(),
-        processed: node.queue.processed(),
-        dead_letters: node.queue.dead_letters(),
+        depth: queue.depth(),
+        processed: queue.processed(),
+        dead_letters: queue.dead_letters(),
         pending,
     })
 }

@@ -1,23 +1,25 @@
 //! `get_status`: what an operator needs to see at a glance: the mode, what
 //! is switched off, each breaker, the cache and the queue.
 
-use crate::backend::Service;
-use crate::breaker::BreakerState;
-use crate::load_mode::{Feature, Mode};
-use crate::node::Node;
-use crate::protocol::RequestError;
+use super::Ctx;
+use crate::core::ServiceId;
+use crate::core::breaker::BreakerState;
+use crate::core::load_mode::Mode;
+use crate::core::queue::journal::UnjournaledOrders;
+use crate::core::Core;
+use crate::demo::in_process::DemoCall;
+use crate::maelstrom::node::{NodeState, Waiter};
 use crate::protocol::reply::ReplyBody;
-use crate::queue::journal::UnjournaledOrders;
+use std::time::Instant;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Serialize)]
-pub struct Status {
+pub struct Status<'a> {
     mode: Mode,
-    disabled_features: Vec<Feature>,
+    disabled_features: Vec<&'a str>,
     /// Features switched off by `set_feature`, whatever the mode.
-    killed_features: Vec<Feature>,
+    killed_features: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cpu_usage: Option<f64>,
     circuits: Circuits,
@@ -69,13 +71,18 @@ struct QueueSection {
     volatile_queue: Option<bool>,
 }
 
-impl ReplyBody for Status {
+impl ReplyBody for Status<'_> {
     const TYPE: &'static str = "status";
 }
 
-pub fn handle(node: &mut Node, now: Instant) -> Result<Status, RequestError> {
-    let circuit = |service: Service| {
-        let breaker = node.breaker(service);
+pub fn handle(ctx: &mut Ctx<'_>) {
+    let now = ctx.now;
+    ctx.reply_with(|core, node, writer| writer.write(&status(core, node, now)));
+}
+
+fn status<'a>(core: &'a Core<Waiter, DemoCall>, node: &NodeState, now: Instant) -> Status<'a> {
+    let circuit = |service: ServiceId| {
+        let breaker = core.breaker(service);
         CircuitStatus {
             state: breaker.state(),
             consecutive_failures: breaker.consecutive_failures(),
@@ -84,35 +91,39 @@ pub fn handle(node: &mut Node, now: Instant) -> Result<Status, RequestError> {
                 .reopens_at()
                 .map(|at| at.saturating_duration_since(now).as_millis() as u64),
             times_opened: breaker.times_opened(),
-            calls: node.backend.calls(service),
+            calls: core.stats(service).calls,
         }
     };
-    let circuits = Circuits {
-        user: circuit(Service::User),
-        product: circuit(Service::Product),
-        order: circuit(Service::Order),
-    };
-    Ok(Status {
-        mode: node.shedder.mode(),
-        disabled_features: node.shedder.disabled_features(),
-        killed_features: node.shedder.killed_features(),
-        cpu_usage: node.shedder.last_cpu_usage(),
-        circuits,
+    let services = node.services;
+    let shedder = core.shedder();
+    let cache = core.cache();
+    let queue = core.queue();
+    let journal = core.journal();
+    Status {
+        mode: shedder.mode(),
+        disabled_features: shedder.disabled_features(),
+        killed_features: shedder.killed_features(),
+        cpu_usage: shedder.last_cpu_usage(),
+        circuits: Circuits {
+            user: circuit(services.user),
+            product: circuit(services.product),
+            order: circuit(services.order),
+        },
         cache: CacheStatus {
-            entries: node.cache.len(),
-            capacity: node.cache.capacity(),
-            max_stale_ms: node.cache.max_stale().as_millis() as u64,
-            fallbacks_served: node.cache.fallbacks_served(),
+            entries: cache.len(),
+            capacity: cache.capacity(),
+            max_stale_ms: core.services().spec(services.user).max_stale.as_millis() as u64,
+            fallbacks_served: cache.fallbacks_served(),
         },
         queue: QueueSection {
-            depth: node.queue.depth(),
-            processed: node.queue.processed(),
-            dead_letters: node.queue.dead_letters(),
-            durable: node.journal.durable,
-            journal: node.journal.path.clone(),
-            degraded_reason: node.journal.degraded_reason.clone(),
-            volatile_queue: (!node.journal.durable)
-                .then_some(node.journal.unjournaled_orders == UnjournaledOrders::KeptInMemory),
+            depth: queue.depth(),
+            processed: queue.processed(),
+            dead_letters: queue.dead_letters(),
+            durable: journal.durable,
+            journal: journal.path.clone(),
+            degraded_reason: journal.degraded_reason.clone(),
+            volatile_queue: (!journal.durable)
+                .then_some(journal.unjournaled_orders == UnjournaledOrders::KeptInMemory),
         },
-    })
+    }
 }

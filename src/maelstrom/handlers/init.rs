@@ -1,6 +1,6 @@
 //! `init`: Maelstrom's handshake, which names this node.
 
-use crate::node::Node;
+use super::Ctx;
 use crate::protocol::reply::ReplyBody;
 use crate::protocol::{Request, RequestError};
 use serde::{Deserialize, Serialize};
@@ -21,11 +21,11 @@ impl ReplyBody for InitOk {
 }
 
 /// From now on replies come from `node_id`.
-pub fn handle(node: &mut Node, request: &Request<'_>) -> Result<InitOk, RequestError> {
+pub fn handle(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Result<InitOk, RequestError> {
     let init: Init = request.parse_body()?;
-    if let Some(previous) = node.node_id.as_deref().filter(|&id| id != init.node_id) {
+    if let Some(previous) = ctx.node.node_id.as_deref().filter(|&id| id != init.node_id) {
         tracing::warn!(previous, new = %init.node_id, "init renames the node");
     }
-    node.node_id = Some(init.node_id);
+    ctx.node.node_id = Some(init.node_id);
     Ok(InitOk {})
 }

@@ -1,8 +1,8 @@
 //! `set_mode`: an operator override of the load mode, or `auto` to let it
 //! follow the reported CPU usage.
 
-use crate::load_mode::{Feature, Mode};
-use crate::node::Node;
+use super::Ctx;
+use crate::core::load_mode::Mode;
 use crate::protocol::reply::ReplyBody;
 use crate::protocol::{Request, RequestError};
 use serde::{Deserialize, Serialize};
@@ -25,16 +25,16 @@ struct SetMode {
 }
 
 #[derive(Serialize)]
-pub struct ModeChanged {
+pub struct ModeChanged<'a> {
     mode: Mode,
-    disabled_features: Vec<Feature>,
+    disabled_features: Vec<&'a str>,
 }
 
-impl ReplyBody for ModeChanged {
+impl ReplyBody for ModeChanged<'_> {
     const TYPE: &'static str = "mode_changed";
 }
 
-pub fn handle(node: &mut Node, request: &Request<'_>) -> Result<ModeChanged, RequestError> {
+pub fn handle(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Result<(), RequestError> {
     let SetMode { mode, cpu_usage } = request.parse_body()?;
     if let Some(cpu) = cpu_usage
         && !(0.0..=100.0).contains(&cpu)
@@ -49,10 +49,11 @@ pub fn handle(node: &mut Node, request: &Request<'_>) -> Result<ModeChanged, Req
         RequestedMode::Critical => Some(Mode::Critical),
         RequestedMode::Auto => None,
     };
-    let before = node.shedder.mode();
+    let shedder = ctx.core.shedder_mut();
+    let before = shedder.mode();
     let mode = match (explicit, cpu_usage) {
-        (Some(mode), cpu) => node.shedder.set_mode(mode, cpu),
-        (None, Some(cpu)) => node.shedder.follow_cpu(cpu),
+        (Some(mode), cpu) => shedder.set_mode(mode, cpu),
+        (None, Some(cpu)) => shedder.follow_cpu(cpu),
         (None, None) => {
             return Err(RequestError::malformed(
                 "cpu_usage: required when mode is \"auto\" or absent",
@@ -62,8 +63,11 @@ pub fn handle(node: &mut Node, request: &Request<'_>) -> Result<ModeChanged, Req
     if mode != before {
         tracing::info!(from = %before, to = %mode, cpu_usage, "load mode changed");
     }
-    Ok(ModeChanged {
-        mode,
-        disabled_features: node.shedder.disabled_features(),
-    })
+    ctx.reply_with(|core, _, writer| {
+        writer.write(&ModeChanged {
+            mode,
+            disabled_features: core.shedder().disabled_features(),
+        })
+    });
+    Ok(())
 }

@@ -1,0 +1,192 @@
+//! `get_user` and `get_product`: a read through the service's breaker,
+//! falling back to the last good copy. The two differ only in their service
+//! and their reply's keys (`user`/`from_cache` with the circuit's state;
+//! the seed's `product`/`_cached`).
+
+use super::forced_failures::Forcing;
+use super::Ctx;
+use crate::core::breaker::BreakerState;
+use crate::core::{Outcome, ReadOutcome, ServiceId, Sharing};
+use crate::demo::in_process::{DemoCall, DemoRequest};
+use crate::protocol::reply::ReplyBody;
+use crate::protocol::{RecordId, Request, RequestError};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Which record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    User,
+    Product,
+}
+
+#[derive(Deserialize)]
+struct GetUser {
+    user_id: RecordId,
+    #[serde(default)]
+    force_failures: u64,
+    #[serde(default)]
+    service_unavailable: bool,
+}
+
+#[derive(Deserialize)]
+struct GetProduct {
+    product_id: RecordId,
+    #[serde(default)]
+    force_failures: u64,
+    #[serde(default)]
+    service_unavailable: bool,
+}
+
+#[derive(Serialize)]
+struct UserResponse<'a> {
+    user: &'a RawValue,
+    /// The user breaker's state after this request.
+    circuit_state: BreakerState,
+    from_cache: bool,
+}
+
+impl ReplyBody for UserResponse<'_> {
+    const TYPE: &'static str = "user_response";
+}
+
+/// Exactly the seed's keys: `product` and `_cached`.
+#[derive(Serialize)]
+struct ProductResponse<'a> {
+    product: &'a RawValue,
+    #[serde(rename = "_cached")]
+    cached: bool,
+}
+
+impl ReplyBody for ProductResponse<'_> {
+    const TYPE: &'static str = "product_response";
+}
+
+/// A read waiting for the core.
+pub struct Waiting {
+    kind: Kind,
+    id: RecordId,
+    /// The id as JSON text: the key of the read.
+    key: String,
+    service_unavailable: bool,
+    /// Forced failures still under way; the read comes after them.
+    forcing: Option<Forcing>,
+}
+
+impl Kind {
+    fn service(self, ctx: &Ctx<'_>) -> ServiceId {
+        match self {
+            Kind::User => ctx.node.services.user,
+            Kind::Product => ctx.node.services.product,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Product => "product",
+        }
+    }
+}
+
+pub fn start(kind: Kind, request: &Request<'_>, ctx: &mut Ctx<'_>) -> Option<super::Waiting> {
+    let parsed = match kind {
+        Kind::User => request
+            .parse_body::<GetUser>()
+            .map(|r| (r.user_id, r.force_failures, r.service_unavailable)),
+        Kind::Product => request
+            .parse_body::<GetProduct>()
+            .map(|r| (r.product_id, r.force_failures, r.service_unavailable)),
+    };
+    let (id, force_failures, service_unavailable) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            ctx.reply_error(&error);
+            return None;
+        }
+    };
+    let key = serde_json::to_string(&id).expect("ids serialize");
+    let forcing = Forcing::start(force_failures, kind.service(ctx), ctx);
+    let waiting = Waiting {
+        kind,
+        id,
+        key,
+        service_unavailable,
+        forcing,
+    };
+    if waiting.forcing.is_none() {
+        read(&waiting, ctx);
+    }
+    Some(super::Waiting::Record(waiting))
+}
+
+fn read(waiting: &Waiting, ctx: &mut Ctx<'_>) {
+    let request = match waiting.kind {
+        Kind::User => DemoRequest::User {
+            id: waiting.key.clone(),
+        },
+        Kind::Product => DemoRequest::Product {
+            id: waiting.key.clone(),
+        },
+    };
+    let call = DemoCall::new(request).failing_if(waiting.service_unavailable);
+    // A read that asks for its own call to fail must not share anyone's.
+    let sharing = if waiting.service_unavailable {
+        Sharing::Alone
+    } else {
+        Sharing::Coalesce
+    };
+    let service = waiting.kind.service(ctx);
+    ctx.core.read(ctx.waiter, service, waiting.key.as_bytes(), call, sharing, ctx.now);
+}
+
+pub fn resume(mut waiting: Waiting, outcome: Outcome, ctx: &mut Ctx<'_>) -> Option<super::Waiting> {
+    if let Some(forcing) = waiting.forcing.take() {
+        waiting.forcing = forcing.next(&outcome, waiting.kind.service(ctx), ctx);
+        if waiting.forcing.is_none() {
+            read(&waiting, ctx);
+        }
+        return Some(super::Waiting::Record(waiting));
+    }
+    let Outcome::Read(outcome) = outcome else {
+        unreachable!("a record read is answered with a read outcome");
+    };
+    let (body, from_cache) = match &outcome {
+        ReadOutcome::Fresh(response) if response.status == 404 => {
+            let error = format!("{} {} does not exist", waiting.kind.name(), waiting.id);
+            ctx.reply_error(&RequestError::not_found(error));
+            return None;
+        }
+        ReadOutcome::Fresh(response) => (&response.body, false),
+        ReadOutcome::Stale { copy, .. } => (&copy.response.body, true),
+        ReadOutcome::Unavailable { .. } => {
+            let error = format!(
+                "{} service cannot answer for id {} and no cached copy exists",
+                waiting.kind.name(),
+                waiting.id
+            );
+            ctx.reply_error(&RequestError::unavailable(error));
+            return None;
+        }
+    };
+    let Ok(record) = serde_json::from_slice::<&RawValue>(body) else {
+        let error = format!("{} service answered with invalid JSON", waiting.kind.name());
+        ctx.reply_error(&RequestError::unavailable(error));
+        return None;
+    };
+    match waiting.kind {
+        Kind::User => {
+            let circuit_state = ctx.core.breaker_state(ctx.node.services.user);
+            ctx.reply(&UserResponse {
+                user: record,
+                circuit_state,
+                from_cache,
+            });
+        }
+        Kind::Product => ctx.reply(&ProductResponse {
+            product: record,
+            cached: from_cache,
+        }),
+    }
+    None
+}
