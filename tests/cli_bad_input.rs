@@ -640,3 +640,80 @@ fn every_stdout_line_is_one_json_object_after_a_storm_of_bad_input() {
     }
     assert_eq!(finished.lines.len(), 7, "{:?}", finished.lines);
 }
+
+// ---------------------------------------------------------------------------
+// Framing: every valid JSON object is read, however it is laid out, in time
+// linear in the input (issue 7).
+// ---------------------------------------------------------------------------
+
+/// The `in_reply_to` of every reply, in order.
+fn answered_ids(finished: &Finished) -> Vec<Value> {
+    finished
+        .bodies()
+        .iter()
+        .map(|body| body["in_reply_to"].clone())
+        .collect()
+}
+
+#[test]
+fn a_megabyte_of_blank_lines_inside_an_object_is_read_in_linear_time() {
+    // Each blank line used to re-trim everything gathered so far: a
+    // megabyte of them took minutes. The framer's work counter proves the
+    // bound (src/protocol/framing.rs); here the node must simply answer
+    // before the harness gives up on it.
+    for blank_line in ["\n", "  \r\n"] {
+        let mut input = String::from("{\n");
+        input.push_str(&blank_line.repeat(MEGABYTE / blank_line.len()));
+        input.push_str(
+            r#""src":"client","dest":"api","body":{"type":"echo","msg_id":1,"echo":"x"}}"#,
+        );
+        let finished = run_then_echo(input.into_bytes(), 2);
+        finished.assert_clean_exit();
+        assert_eq!(
+            answered_ids(&finished),
+            [json!(1), json!(2)],
+            "{blank_line:?}"
+        );
+    }
+}
+
+#[test]
+fn braces_inside_strings_neither_end_nor_open_a_message() {
+    // Valid JSON over two lines whose first line balances its braces only
+    // by counting the one inside "note".
+    let input = "{\"src\":\"client\",\"dest\":\"api\",\"note\":\"}\",\"body\":{\"type\":\"echo\",\"msg_id\":1,\"echo\":\"x\"}\n}";
+    let finished = run_then_echo(input.as_bytes().to_vec(), 2);
+    finished.assert_clean_exit();
+    assert_eq!(
+        answered_ids(&finished),
+        [json!(1), json!(2)],
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(finished.body_for(1)["echo"], "x");
+}
+
+#[test]
+fn pretty_message_whose_body_starts_at_column_zero_is_answered() {
+    let input = "{\n  \"src\": \"client\",\n  \"dest\": \"api\",\n  \"body\":\n{\"type\": \"echo\", \"msg_id\": 1, \"echo\": \"x\"}\n}";
+    let finished = run_then_echo(input.as_bytes().to_vec(), 2);
+    finished.assert_clean_exit();
+    assert_eq!(
+        answered_ids(&finished),
+        [json!(1), json!(2)],
+        "{}",
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains("WARN"), "{}", finished.stderr);
+}
+
+#[test]
+fn several_messages_on_one_line_are_each_answered() {
+    let input = format!("{} {}{}", echo(1), echo(2), echo(3));
+    let finished = run_then_echo(input.into_bytes(), 4);
+    finished.assert_clean_exit();
+    assert_eq!(
+        answered_ids(&finished),
+        [json!(1), json!(2), json!(3), json!(4)]
+    );
+}
