@@ -717,3 +717,60 @@ fn several_messages_on_one_line_are_each_answered() {
         [json!(1), json!(2), json!(3), json!(4)]
     );
 }
+
+#[test]
+fn duplicated_type_or_msg_id_is_malformed_like_any_duplicated_field() {
+    let mut node = Grace::new().spawn();
+    // A handler's own field repeated: code 12 naming it (as before).
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":1,"echo":1,"echo":2}}"#,
+    );
+    assert_error(&node.recv_line(), 1, 12, "echo");
+    // `type` repeated: which request is it? Answered the same way.
+    node.send(r#"{"src":"client","dest":"api","body":{"type":"echo","type":"get_user","msg_id":2,"echo":1}}"#);
+    assert_error(&node.recv_line(), 2, 12, "type");
+    // `dest` repeated: the sender is known, so it is told.
+    node.send(
+        r#"{"src":"client","dest":"api","dest":"n2","body":{"type":"echo","msg_id":3,"echo":1}}"#,
+    );
+    assert_error(&node.recv_line(), 3, 12, "dest");
+    // `msg_id` repeated: answered, with no `in_reply_to` (there is no one id
+    // to answer), as for an ill-typed `msg_id`.
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":4,"msg_id":5,"echo":1}}"#,
+    );
+    let line = node.recv_line();
+    let body = parse_reply(&line)["body"].clone();
+    assert_eq!(body["code"], 12, "{line}");
+    assert!(body.get("in_reply_to").is_none(), "{line}");
+    assert!(body["text"].as_str().unwrap().contains("msg_id"), "{line}");
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn negative_zero_is_the_integer_zero_in_msg_id_and_record_ids() {
+    let mut node = Grace::new().spawn();
+    node.send(r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":-0,"echo":1}}"#);
+    assert_eq!(
+        support::body_text(&node.recv_line()),
+        r#"{"type":"echo_ok","in_reply_to":0,"echo":1}"#
+    );
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"get_user","msg_id":1,"user_id":-0}}"#,
+    );
+    let user = parse_reply(&node.recv_line())["body"].clone();
+    assert_eq!(user["type"], "user_response", "{user}");
+    assert_eq!(user["user"]["id"], json!(0), "{user}");
+    // Other zeros written as floats are refused, as any fraction is.
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"get_user","msg_id":2,"user_id":0.0}}"#,
+    );
+    assert_error(&node.recv_line(), 2, 12, "user_id");
+    node.send(r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":0.0,"echo":1}}"#);
+    let line = node.recv_line();
+    assert!(
+        parse_reply(&line)["body"].get("in_reply_to").is_none(),
+        "{line}"
+    );
+    node.finish().assert_clean_exit();
+}
