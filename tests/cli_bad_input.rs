@@ -671,5 +671,137 @@ fn zero_retry_delay_with_huge_attempt_counts_answers_every_request_promptly() {
         "one step attempts an order at most once: {queue}"
     );
     assert!(started.elapsed() < WITHIN, "took {:?}", started.elapsed());
+
+// ---------------------------------------------------------------------------
+// Framing: every valid JSON object is read, however it is laid out, in time
+// linear in the input (issue 7).
+// ---------------------------------------------------------------------------
+
+/// The `in_reply_to` of every reply, in order.
+fn answered_ids(finished: &Finished) -> Vec<Value> {
+    finished
+        .bodies()
+        .iter()
+        .map(|body| body["in_reply_to"].clone())
+        .collect()
+}
+
+#[test]
+fn a_megabyte_of_blank_lines_inside_an_object_is_read_in_linear_time() {
+    // Each blank line used to re-trim everything gathered so far: a
+    // megabyte of them took minutes. The framer's work counter proves the
+    // bound (src/protocol/framing.rs); here the node must simply answer
+    // before the harness gives up on it.
+    for blank_line in ["\n", "  \r\n"] {
+        let mut input = String::from("{\n");
+        input.push_str(&blank_line.repeat(MEGABYTE / blank_line.len()));
+        input.push_str(
+            r#""src":"client","dest":"api","body":{"type":"echo","msg_id":1,"echo":"x"}}"#,
+        );
+        let finished = run_then_echo(input.into_bytes(), 2);
+        finished.assert_clean_exit();
+        assert_eq!(
+            answered_ids(&finished),
+            [json!(1), json!(2)],
+            "{blank_line:?}"
+        );
+    }
+}
+
+#[test]
+fn braces_inside_strings_neither_end_nor_open_a_message() {
+    // Valid JSON over two lines whose first line balances its braces only
+    // by counting the one inside "note".
+    let input = "{\"src\":\"client\",\"dest\":\"api\",\"note\":\"}\",\"body\":{\"type\":\"echo\",\"msg_id\":1,\"echo\":\"x\"}\n}";
+    let finished = run_then_echo(input.as_bytes().to_vec(), 2);
+    finished.assert_clean_exit();
+    assert_eq!(
+        answered_ids(&finished),
+        [json!(1), json!(2)],
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(finished.body_for(1)["echo"], "x");
+}
+
+#[test]
+fn pretty_message_whose_body_starts_at_column_zero_is_answered() {
+    let input = "{\n  \"src\": \"client\",\n  \"dest\": \"api\",\n  \"body\":\n{\"type\": \"echo\", \"msg_id\": 1, \"echo\": \"x\"}\n}";
+    let finished = run_then_echo(input.as_bytes().to_vec(), 2);
+    finished.assert_clean_exit();
+    assert_eq!(
+        answered_ids(&finished),
+        [json!(1), json!(2)],
+        "{}",
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains("WARN"), "{}", finished.stderr);
+}
+
+#[test]
+fn several_messages_on_one_line_are_each_answered() {
+    let input = format!("{} {}{}", echo(1), echo(2), echo(3));
+    let finished = run_then_echo(input.into_bytes(), 4);
+    finished.assert_clean_exit();
+    assert_eq!(
+        answered_ids(&finished),
+        [json!(1), json!(2), json!(3), json!(4)]
+    );
+}
+
+#[test]
+fn duplicated_type_or_msg_id_is_malformed_like_any_duplicated_field() {
+    let mut node = Grace::new().spawn();
+    // A handler's own field repeated: code 12 naming it (as before).
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":1,"echo":1,"echo":2}}"#,
+    );
+    assert_error(&node.recv_line(), 1, 12, "echo");
+    // `type` repeated: which request is it? Answered the same way.
+    node.send(r#"{"src":"client","dest":"api","body":{"type":"echo","type":"get_user","msg_id":2,"echo":1}}"#);
+    assert_error(&node.recv_line(), 2, 12, "type");
+    // `dest` repeated: the sender is known, so it is told.
+    node.send(
+        r#"{"src":"client","dest":"api","dest":"n2","body":{"type":"echo","msg_id":3,"echo":1}}"#,
+    );
+    assert_error(&node.recv_line(), 3, 12, "dest");
+    // `msg_id` repeated: answered, with no `in_reply_to` (there is no one id
+    // to answer), as for an ill-typed `msg_id`.
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":4,"msg_id":5,"echo":1}}"#,
+    );
+    let line = node.recv_line();
+    let body = parse_reply(&line)["body"].clone();
+    assert_eq!(body["code"], 12, "{line}");
+    assert!(body.get("in_reply_to").is_none(), "{line}");
+    assert!(body["text"].as_str().unwrap().contains("msg_id"), "{line}");
+    node.finish().assert_clean_exit();
+}
+
+#[test]
+fn negative_zero_is_the_integer_zero_in_msg_id_and_record_ids() {
+    let mut node = Grace::new().spawn();
+    node.send(r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":-0,"echo":1}}"#);
+    assert_eq!(
+        support::body_text(&node.recv_line()),
+        r#"{"type":"echo_ok","in_reply_to":0,"echo":1}"#
+    );
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"get_user","msg_id":1,"user_id":-0}}"#,
+    );
+    let user = parse_reply(&node.recv_line())["body"].clone();
+    assert_eq!(user["type"], "user_response", "{user}");
+    assert_eq!(user["user"]["id"], json!(0), "{user}");
+    // Other zeros written as floats are refused, as any fraction is.
+    node.send(
+        r#"{"src":"client","dest":"api","body":{"type":"get_user","msg_id":2,"user_id":0.0}}"#,
+    );
+    assert_error(&node.recv_line(), 2, 12, "user_id");
+    node.send(r#"{"src":"client","dest":"api","body":{"type":"echo","msg_id":0.0,"echo":1}}"#);
+    let line = node.recv_line();
+    assert!(
+        parse_reply(&line)["body"].get("in_reply_to").is_none(),
+        "{line}"
+    );
     node.finish().assert_clean_exit();
 }

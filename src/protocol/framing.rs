@@ -1,23 +1,51 @@
 //! Splits the input byte stream into messages.
 //!
-//! Maelstrom sends one compact JSON object per line, and that is the fast
-//! path: a complete line is handed on without being copied. People typing or
-//! pasting requests send objects pretty-printed over several lines, with
-//! `\r\n` endings and blank lines between them, so an object whose braces are
-//! still open at the end of its first line is accumulated until they close.
+//! **The rule.** Input that is a sequence of JSON objects separated by
+//! whitespace is framed into exactly those objects, whatever their layout:
+//! one per line (Maelstrom's form), pretty-printed, with nested objects or
+//! arrays starting at column 0, `\r\n` line ends, blank lines, several
+//! objects on one line. The framer follows JSON's grammar byte by byte,
+//! strings and escapes included, so a `}` inside a string never ends an
+//! object and a `{` at column 0 inside an open object is a nested value
+//! wherever JSON allows one. (A byte order mark, too, is skipped between
+//! objects.) The message itself is validated by the parser, not here.
 //!
-//! Framing never fails the stream. A line longer than the message limit is
-//! followed to its end without being kept (so none of its lines is taken
-//! for a message) and reported; an object that never closes is abandoned as
-//! soon as a line at column 0 starts an object where the open one cannot
-//! take a value (a new message, compact or pretty), so one bad message
-//! cannot swallow the ones after it.
+//! **Everything else, best effort**, never at the cost of the rule:
+//!
+//! - A line whose first non-blank byte is not `{` is one frame, handed on
+//!   for the parser to reject with its line number.
+//! - An object that breaks JSON's grammar is followed by its braces from
+//!   there on (a string ending, at the latest, with its line) and handed on
+//!   whole when they close, for the parser to report; a line starting with
+//!   `{` at column 0 ends it first ([`Frame::Unterminated`]) and starts the
+//!   next message.
+//! - An object still open at a syntax error with a line starting with `{`
+//!   at column 0 inside it, or at the end of the input, is dropped
+//!   ([`Frame::Unterminated`]) and the input from the first such line is
+//!   framed again, once: a truncated message does not swallow the
+//!   well-formed messages after it.
+//! - A message longer than the size limit is followed to its end without
+//!   being kept and reported ([`Frame::Oversized`]).
+//!
+//! **Cost.** Complete lines go through a fast path that only follows braces
+//! and strings to find where an object ends; an object still open at the end
+//! of its first line, and a line split between reads, go through the
+//! byte-by-byte grammar. Each byte is scanned a bounded number of times:
+//! once by the fast path, once by the grammar, and, when an abandoned object
+//! is framed again, once more by each (bytes framed again never are again).
+//! [`Framer::bytes_scanned`] counts that work. Frames do not depend on how
+//! the input is split into chunks.
 
 /// Default limit on one message's size, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Files saved by some Windows editors start with one; it is not JSON.
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whitespace at the end of a line that is not a message does not count
+/// towards its size, up to this much (beyond it, whitespace alone could grow
+/// what is kept without bound).
+const WHITESPACE_ALLOWANCE: usize = 4096;
 
 /// What the framer found in the stream.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,108 +59,21 @@ pub enum Frame<'a> {
     Unterminated { line: u64 },
 }
 
-/// Follows the structure of JSON text across the lines of a multi-line
-/// object: which brackets are open, whether a string is, and what the last
-/// token was, so a `{` inside a string does not count and a `{` at column 0
-/// can be told apart (a nested value, or the next message).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Nesting {
-    open: Vec<u8>,
-    deepest: usize,
-    in_string: bool,
-    escaped: bool,
-    /// The last byte outside strings that was not whitespace.
-    last_token: u8,
-}
-
-impl Nesting {
-    pub(crate) fn scan(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if byte == b'\\' {
-                    self.escaped = true;
-                } else if byte == b'"' {
-                    self.in_string = false;
-                }
-                continue;
-            }
-            match byte {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => {
-                    self.open.push(byte);
-                    self.deepest = self.deepest.max(self.open.len());
-                }
-                b'}' | b']' => {
-                    self.open.pop();
-                }
-                _ => {}
-            }
-            if !byte.is_ascii_whitespace() {
-                self.last_token = byte;
-            }
-        }
-    }
-
-    fn is_open(&self) -> bool {
-        !self.open.is_empty()
-    }
-
-    /// Whether JSON allows a value next: after `:`, `[`, or `,` in an array.
-    fn expects_value(&self) -> bool {
-        match self.last_token {
-            b':' | b'[' => true,
-            b',' => self.open.last() == Some(&b'['),
-            _ => false,
-        }
-    }
-
-    /// The deepest nesting seen.
-    pub(crate) fn deepest(&self) -> usize {
-        self.deepest
-    }
-}
-
-/// A multi-line object being gathered.
-#[derive(Debug)]
-struct Gathering {
-    first_line: u64,
-    nesting: Nesting,
-    /// Past the size limit: its bytes are no longer kept, only followed to
-    /// its end (so none of its lines is mistaken for a message), and it is
-    /// reported as oversized.
-    oversized: bool,
-}
-
-impl Gathering {
-    /// How the object ends when it is given up on.
-    fn dropped(&self) -> Frame<'static> {
-        if self.oversized {
-            Frame::Oversized {
-                line: self.first_line,
-            }
-        } else {
-            Frame::Unterminated {
-                line: self.first_line,
-            }
-        }
-    }
-}
-
 /// Incremental splitter: feed it chunks as they arrive.
 #[derive(Debug)]
 pub struct Framer {
     max_message_bytes: usize,
-    /// Bytes of a multi-line object so far, then of the incomplete line.
-    pending: Vec<u8>,
-    /// Where the incomplete line in `pending` starts.
-    pending_line_start: usize,
-    gathering: Option<Gathering>,
-    /// Skipping the rest of an oversized line up to its newline.
-    skipping_line: bool,
-    /// Number of the next line to complete (1-based).
+    state: State,
+    /// Bytes of the frame being assembled byte by byte (see [`State`]).
+    kept: Vec<u8>,
+    /// Line number of the next byte (1-based).
     line_no: u64,
+    /// The next byte is at column 0.
+    at_line_start: bool,
+    /// Framing again the bytes of an abandoned object: no restart point
+    /// is taken among them, so no byte is framed again twice.
+    reframing: bool,
+    bytes_scanned: u64,
 }
 
 impl Default for Framer {
@@ -141,297 +82,881 @@ impl Default for Framer {
     }
 }
 
+/// Where the byte-by-byte machine is.
+#[derive(Debug)]
+enum State {
+    /// Between frames, where whitespace and byte order marks are skipped;
+    /// `byte_order_mark` bytes of one have been seen.
+    Between { byte_order_mark: usize },
+    /// In a line that does not start an object; `kept` holds it from its
+    /// first non-blank byte.
+    Garbage(GarbageLine),
+    /// In an object; `kept` holds it from its `{` (once oversized, only
+    /// from its restart point, if any).
+    Object(OpenObject),
+    /// After an object closed, on its last line; `kept` holds it, then the
+    /// whitespace after it.
+    Trailing(ClosedObject),
+}
+
+const BETWEEN: State = State::Between { byte_order_mark: 0 };
+
+#[derive(Debug)]
+struct GarbageLine {
+    line: u64,
+    /// Bytes so far, from the first non-blank one.
+    len: usize,
+    /// Of those, up to the last non-blank one.
+    content_len: usize,
+    oversized: bool,
+}
+
+impl GarbageLine {
+    /// More of the line (`bytes` holds no newline).
+    fn extend(&mut self, bytes: &[u8], kept: &mut Vec<u8>, limit: usize) {
+        if let Some(last) = bytes.iter().rposition(|byte| !byte.is_ascii_whitespace()) {
+            self.content_len = self.len + last + 1;
+        }
+        self.len += bytes.len();
+        if self.oversized {
+            return;
+        }
+        if garbage_over_limit(self.content_len, self.len, limit) {
+            self.oversized = true;
+            kept.clear();
+        } else {
+            kept.extend_from_slice(bytes);
+        }
+    }
+
+    fn frame<'a>(&self, kept: &'a [u8]) -> Frame<'a> {
+        if self.oversized {
+            Frame::Oversized { line: self.line }
+        } else {
+            Frame::Message {
+                line: self.line,
+                bytes: &kept[..self.content_len],
+            }
+        }
+    }
+}
+
+/// An object whose braces closed. It is a message when only whitespace
+/// follows it on its line, up to the newline, the end of input or another
+/// object; anything else makes it and the rest of the line one frame of
+/// garbage (the line is not a stream of objects).
+#[derive(Debug)]
+struct ClosedObject {
+    first_line: u64,
+    len: usize,
+    oversized: bool,
+    /// Whitespace after it so far (kept while it fits the limit).
+    trailing: usize,
+}
+
+impl ClosedObject {
+    fn frame<'a>(&self, kept: &'a [u8]) -> Frame<'a> {
+        if self.oversized {
+            Frame::Oversized {
+                line: self.first_line,
+            }
+        } else {
+            Frame::Message {
+                line: self.first_line,
+                bytes: &kept[..self.len],
+            }
+        }
+    }
+
+    /// Turns it and its trailing whitespace into the start of a line of
+    /// garbage: a byte other than whitespace or `{` follows.
+    fn into_garbage(self, kept: &mut Vec<u8>, limit: usize) -> GarbageLine {
+        let len = self.len + self.trailing;
+        let oversized = self.oversized || len > limit;
+        if oversized {
+            kept.clear();
+        }
+        GarbageLine {
+            line: self.first_line,
+            len,
+            content_len: self.len,
+            oversized,
+        }
+    }
+}
+
+/// Whether a line that is not an object is over the limit: its content is,
+/// or its trailing whitespace passes the allowance. Both only grow as the
+/// line arrives, so the verdict does not depend on where reads end.
+fn garbage_over_limit(content_len: usize, len: usize, limit: usize) -> bool {
+    content_len > limit || len > limit.saturating_add(WHITESPACE_ALLOWANCE)
+}
+
+#[derive(Debug)]
+struct OpenObject {
+    first_line: u64,
+    /// Bytes so far, from its `{`.
+    len: usize,
+    oversized: bool,
+    syntax: Syntax,
+    /// The first line inside it starting with `{` at column 0, where
+    /// framing starts again if the object is abandoned.
+    restart: Option<RestartPoint>,
+}
+
+#[derive(Debug)]
+enum Syntax {
+    /// JSON so far.
+    Valid(JsonGrammar),
+    /// Not JSON: only its braces are followed.
+    Broken(BraceFollower),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RestartPoint {
+    /// Its offset in `kept`.
+    kept_at: usize,
+    /// Bytes of the object before it: what is dropped if framing restarts.
+    object_len: usize,
+    line: u64,
+}
+
+impl OpenObject {
+    /// Counts one more byte of the object, keeping it while it may still be
+    /// a message or be framed again.
+    fn keep(&mut self, byte: u8, kept: &mut Vec<u8>, limit: usize) {
+        self.len += 1;
+        if !self.oversized || self.restart.is_some() {
+            kept.push(byte);
+        }
+        if !self.oversized && self.len > limit {
+            self.oversized = true;
+            match &mut self.restart {
+                Some(restart) => {
+                    kept.drain(..restart.kept_at);
+                    restart.kept_at = 0;
+                }
+                None => kept.clear(),
+            }
+        }
+        if self.oversized && kept.len() > limit {
+            // Even what follows the restart point is too long to keep: framing
+            // cannot restart there (a later line may become the point).
+            self.restart = None;
+            kept.clear();
+        }
+    }
+
+    /// Gives up on restarting: only its braces are followed from now on.
+    fn break_off(&mut self, follower: BraceFollower, kept: &mut Vec<u8>) {
+        self.syntax = Syntax::Broken(follower);
+        if self.restart.take().is_some() && self.oversized {
+            kept.clear();
+        }
+    }
+
+    /// The object once its braces closed.
+    fn closed(&self) -> ClosedObject {
+        ClosedObject {
+            first_line: self.first_line,
+            len: self.len,
+            oversized: self.oversized,
+            trailing: 0,
+        }
+    }
+
+    /// The frame for the object dropped before its braces closed.
+    fn dropped(&self) -> Frame<'static> {
+        dropped(self.first_line, self.oversized)
+    }
+}
+
+fn dropped(line: u64, oversized: bool) -> Frame<'static> {
+    if oversized {
+        Frame::Oversized { line }
+    } else {
+        Frame::Unterminated { line }
+    }
+}
+
+/// What to do after one step of the byte-by-byte machine.
+enum Next {
+    /// The byte is consumed.
+    Done,
+    /// The byte ended a frame without being part of it: step it again.
+    Again,
+    /// The open object is abandoned: frame again from this point, then step
+    /// the byte again.
+    Restart(RestartPoint, u64),
+}
+
+/// Where the next newline of a chunk is, searched for once per line.
+#[derive(Clone, Copy)]
+enum NextNewline {
+    Unknown,
+    At(usize),
+    None,
+}
+
 impl Framer {
     pub fn new(max_message_bytes: usize) -> Self {
         Framer {
             max_message_bytes,
-            pending: Vec::new(),
-            pending_line_start: 0,
-            gathering: None,
-            skipping_line: false,
+            state: BETWEEN,
+            kept: Vec::new(),
             line_no: 1,
+            at_line_start: true,
+            reframing: false,
+            bytes_scanned: 0,
         }
+    }
+
+    /// Between frames, with no part of a byte order mark seen.
+    fn is_between_frames(&self) -> bool {
+        matches!(self.state, State::Between { byte_order_mark: 0 })
+    }
+
+    /// Bytes examined so far, counting each pass over a byte: what the
+    /// framing cost, for tests that bound it by the input's length.
+    pub fn bytes_scanned(&self) -> u64 {
+        self.bytes_scanned
     }
 
     /// Feeds one chunk of input, calling `on_frame` for each frame it completes.
-    pub fn push(&mut self, mut chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
-        while !chunk.is_empty() {
-            let Some(newline) = memchr::memchr(b'\n', chunk) else {
-                self.buffer_partial_line(chunk, on_frame);
-                return;
-            };
-            let (line, rest) = (&chunk[..newline], &chunk[newline + 1..]);
-            chunk = rest;
-            if self.skipping_line {
-                self.skipping_line = false;
-                self.line_no += 1;
-                self.follow_oversized(line, on_frame);
-                continue;
+    pub fn push(&mut self, chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
+        let mut at = 0;
+        let mut next_newline = NextNewline::Unknown;
+        while at < chunk.len() {
+            if self.is_between_frames() {
+                let newline = match next_newline {
+                    NextNewline::At(newline) if newline >= at => Some(newline),
+                    NextNewline::None => None,
+                    _ => {
+                        let found = memchr::memchr(b'\n', &chunk[at..]);
+                        self.bytes_scanned += found.map_or(chunk.len() - at, |len| len + 1) as u64;
+                        next_newline =
+                            found.map_or(NextNewline::None, |len| NextNewline::At(at + len));
+                        found.map(|len| at + len)
+                    }
+                };
+                if let Some(newline) = newline {
+                    match self.frame_line(&chunk[at..newline], on_frame) {
+                        None => {
+                            self.line_no += 1;
+                            self.at_line_start = true;
+                            at = newline + 1;
+                            continue;
+                        }
+                        Some(object_start) => {
+                            if object_start > 0 {
+                                self.at_line_start = false;
+                            }
+                            at += object_start;
+                        }
+                    }
+                }
             }
-            if self.pending.len() == self.pending_line_start && self.gathering.is_none() {
-                // Nothing buffered for this line: hand it on without copying
-                // (the common case for compact one-line messages).
-                let line_no = self.line_no;
-                self.line_no += 1;
-                self.complete_line(line, line_no, on_frame);
-                continue;
-            }
-            self.pending.extend_from_slice(line);
-            self.finish_buffered_line(on_frame);
+            at += self.feed_bytes(&chunk[at..], on_frame);
         }
     }
 
-    /// Signals the end of input: a last line without newline is still a line.
+    /// Signals the end of input: what is still open is framed or dropped.
     pub fn finish(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
-        if self.pending.len() > self.pending_line_start && !self.skipping_line {
-            self.finish_buffered_line(on_frame);
+        loop {
+            match std::mem::replace(&mut self.state, BETWEEN) {
+                State::Between { byte_order_mark: 0 } => break,
+                State::Between { byte_order_mark } => {
+                    // A line ending in part of a byte order mark: garbage.
+                    self.start_garbage(&BYTE_ORDER_MARK[..byte_order_mark]);
+                }
+                State::Garbage(line) => {
+                    on_frame(line.frame(&self.kept));
+                    break;
+                }
+                State::Trailing(object) => {
+                    on_frame(object.frame(&self.kept));
+                    break;
+                }
+                State::Object(object) => {
+                    if let (Syntax::Valid(_), Some(restart)) = (&object.syntax, object.restart) {
+                        self.restart(restart, object.first_line, on_frame);
+                    } else {
+                        on_frame(object.dropped());
+                        break;
+                    }
+                }
+            }
         }
-        if let Some(gathering) = self.gathering.take() {
-            on_frame(gathering.dropped());
-        }
-        self.pending.clear();
-        self.pending_line_start = 0;
-        self.skipping_line = false;
+        self.kept.clear();
     }
 
-    fn buffer_partial_line(&mut self, chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
-        if self.skipping_line {
-            if let Some(gathering) = &mut self.gathering {
-                gathering.nesting.scan(chunk);
+    /// The fast path: frames the complete line `line` (its newline not
+    /// included) from between frames. Returns where an object starts that is
+    /// still open at the end of the line, for the byte-by-byte machine.
+    fn frame_line(&mut self, line: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) -> Option<usize> {
+        let mut at = 0;
+        loop {
+            while at < line.len() {
+                if line[at].is_ascii_whitespace() {
+                    at += 1;
+                } else if line[at..].starts_with(BYTE_ORDER_MARK) {
+                    at += BYTE_ORDER_MARK.len();
+                } else {
+                    break;
+                }
             }
-            return;
+            let rest = &line[at..];
+            if rest.is_empty() {
+                return None;
+            }
+            if rest[0] != b'{' {
+                on_frame(self.garbage(rest));
+                return None;
+            }
+            let Some(end) = object_end(rest) else {
+                self.bytes_scanned += rest.len() as u64;
+                return Some(at);
+            };
+            let after = rest[end + 1..]
+                .iter()
+                .position(|byte| !byte.is_ascii_whitespace())
+                .map_or(rest.len(), |len| end + 1 + len);
+            self.bytes_scanned += after as u64;
+            if after < rest.len() && rest[after] != b'{' {
+                // Not followed by whitespace or another object: not a message.
+                on_frame(self.garbage(rest));
+                return None;
+            }
+            let object = &rest[..=end];
+            on_frame(if object.len() > self.max_message_bytes {
+                Frame::Oversized { line: self.line_no }
+            } else {
+                Frame::Message {
+                    line: self.line_no,
+                    bytes: object,
+                }
+            });
+            at += after;
         }
-        self.pending.extend_from_slice(chunk);
-        let line = &self.pending[self.pending_line_start..];
-        // A line at column 0 opening an object may be the next message
-        // rather than part of the open one: until it is complete, it is
-        // measured on its own.
-        let may_start_a_message = self.gathering.is_some() && line.first() == Some(&b'{');
-        let measured = if may_start_a_message {
-            line
+    }
+
+    /// The frame for the rest of a line, from its first non-blank byte,
+    /// that is not a message stream.
+    fn garbage<'a>(&mut self, rest: &'a [u8]) -> Frame<'a> {
+        let content = rest.trim_ascii_end();
+        self.bytes_scanned += (rest.len() - content.len()) as u64;
+        if garbage_over_limit(content.len(), rest.len(), self.max_message_bytes) {
+            Frame::Oversized { line: self.line_no }
         } else {
-            &self.pending[..]
+            Frame::Message {
+                line: self.line_no,
+                bytes: content,
+            }
+        }
+    }
+
+    /// Runs the byte-by-byte machine over `bytes` until it is back between
+    /// frames or the bytes run out. Returns how many bytes it consumed.
+    fn feed_bytes(&mut self, bytes: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) -> usize {
+        let mut at = 0;
+        while at < bytes.len() {
+            if let State::Garbage(line) = &mut self.state {
+                // The rest of the line in one piece.
+                let rest = &bytes[at..];
+                let newline = memchr::memchr(b'\n', rest);
+                let len = newline.unwrap_or(rest.len());
+                self.bytes_scanned += 2 * len as u64;
+                line.extend(&rest[..len], &mut self.kept, self.max_message_bytes);
+                at += len;
+                if len > 0 {
+                    self.at_line_start = false;
+                }
+                if newline.is_none() {
+                    break;
+                }
+            }
+            self.feed_byte(bytes[at], on_frame);
+            at += 1;
+            if self.is_between_frames() {
+                break;
+            }
+        }
+        at
+    }
+
+    fn feed_byte(&mut self, byte: u8, on_frame: &mut impl FnMut(Frame<'_>)) {
+        self.bytes_scanned += 1;
+        let column_zero = self.at_line_start;
+        loop {
+            match self.step(byte, column_zero, on_frame) {
+                Next::Done => break,
+                Next::Again => {}
+                Next::Restart(restart, first_line) => {
+                    let position = (self.line_no, self.at_line_start);
+                    self.restart(restart, first_line, on_frame);
+                    debug_assert_eq!(position, (self.line_no, self.at_line_start));
+                }
+            }
+        }
+        if byte == b'\n' {
+            self.line_no += 1;
+            self.at_line_start = true;
+        } else {
+            self.at_line_start = false;
+        }
+    }
+
+    /// One step of the byte-by-byte machine.
+    fn step(&mut self, byte: u8, column_zero: bool, on_frame: &mut impl FnMut(Frame<'_>)) -> Next {
+        let limit = self.max_message_bytes;
+        match &mut self.state {
+            State::Between { byte_order_mark: 0 } => {
+                match byte {
+                    _ if byte.is_ascii_whitespace() => {}
+                    b'{' => self.start_object(),
+                    _ if byte == BYTE_ORDER_MARK[0] => {
+                        self.state = State::Between { byte_order_mark: 1 }
+                    }
+                    _ => {
+                        self.start_garbage(&[]);
+                        return Next::Again;
+                    }
+                }
+                Next::Done
+            }
+            State::Between { byte_order_mark } => {
+                let seen = *byte_order_mark;
+                if byte == BYTE_ORDER_MARK[seen] {
+                    *byte_order_mark = (seen + 1) % BYTE_ORDER_MARK.len();
+                    return Next::Done;
+                }
+                // Not a byte order mark after all: its bytes start a line.
+                self.start_garbage(&BYTE_ORDER_MARK[..seen]);
+                Next::Again
+            }
+            State::Garbage(line) => {
+                if byte == b'\n' {
+                    on_frame(line.frame(&self.kept));
+                    self.state = BETWEEN;
+                } else {
+                    line.extend(&[byte], &mut self.kept, limit);
+                }
+                Next::Done
+            }
+            State::Trailing(object) => match byte {
+                b'\n' | b'{' => {
+                    on_frame(object.frame(&self.kept));
+                    self.state = BETWEEN;
+                    if byte == b'{' {
+                        Next::Again
+                    } else {
+                        Next::Done
+                    }
+                }
+                _ if byte.is_ascii_whitespace() => {
+                    object.trailing += 1;
+                    if !object.oversized && object.len + object.trailing <= limit {
+                        self.kept.push(byte);
+                    }
+                    Next::Done
+                }
+                _ => {
+                    let State::Trailing(object) = std::mem::replace(&mut self.state, BETWEEN)
+                    else {
+                        unreachable!("in the trailing state")
+                    };
+                    self.state = State::Garbage(object.into_garbage(&mut self.kept, limit));
+                    Next::Again
+                }
+            },
+            State::Object(object) => {
+                let line_starts_with_brace = column_zero && byte == b'{';
+                match &mut object.syntax {
+                    Syntax::Broken(follower) => {
+                        if line_starts_with_brace {
+                            // Not JSON, so not a nested value either: this
+                            // `{` starts the next message.
+                            on_frame(object.dropped());
+                            self.state = BETWEEN;
+                            return Next::Again;
+                        }
+                        let closed = follower.step(byte);
+                        object.keep(byte, &mut self.kept, limit);
+                        if closed {
+                            self.state = State::Trailing(object.closed());
+                        }
+                        Next::Done
+                    }
+                    Syntax::Valid(grammar) => {
+                        if line_starts_with_brace && object.restart.is_none() && !self.reframing {
+                            object.restart = Some(RestartPoint {
+                                kept_at: self.kept.len(),
+                                object_len: object.len,
+                                line: self.line_no,
+                            });
+                        }
+                        match grammar.step(byte) {
+                            Ok(GrammarStep::Open) => {
+                                if grammar.depth() > limit {
+                                    // Deeper than any message may be long: the
+                                    // nesting is no longer worth remembering.
+                                    let follower = grammar.follower();
+                                    object.break_off(follower, &mut self.kept);
+                                }
+                                object.keep(byte, &mut self.kept, limit);
+                                Next::Done
+                            }
+                            Ok(GrammarStep::Closed) => {
+                                object.keep(byte, &mut self.kept, limit);
+                                self.state = State::Trailing(object.closed());
+                                Next::Done
+                            }
+                            Err(SyntaxError) => match object.restart {
+                                Some(restart) => Next::Restart(restart, object.first_line),
+                                None => {
+                                    let follower = grammar.follower();
+                                    object.break_off(follower, &mut self.kept);
+                                    Next::Again
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_object(&mut self) {
+        self.kept.clear();
+        let mut grammar = JsonGrammar::default();
+        let opened = grammar.step(b'{');
+        debug_assert!(matches!(opened, Ok(GrammarStep::Open)));
+        let mut object = OpenObject {
+            first_line: self.line_no,
+            len: 0,
+            oversized: false,
+            syntax: Syntax::Valid(grammar),
+            restart: None,
         };
-        if !self.over_limit(measured) {
-            return;
-        }
-        // Too long already: follow the rest without keeping it.
-        let line = trim_line(line).to_vec();
-        if may_start_a_message && self.next_message_starts_here(&line) {
-            let gathering = self.gathering.take().expect("gathering");
-            on_frame(gathering.dropped());
-        }
-        self.pending.clear();
-        self.pending_line_start = 0;
-        self.skipping_line = true;
-        self.start_oversized(&line, self.line_no, on_frame);
+        object.keep(b'{', &mut self.kept, self.max_message_bytes);
+        self.state = State::Object(object);
     }
 
-    /// Whether `line`, at column 0 while an object is open, starts the next
-    /// message: where the open object cannot take a value, or as a whole
-    /// one-line object within the limit (an oversized line is judged by the
-    /// first rule alone, as it is before it has fully arrived).
-    fn next_message_starts_here(&self, line: &[u8]) -> bool {
-        let gathering = self.gathering.as_ref().expect("gathering");
-        !gathering.nesting.expects_value() || (looks_complete(line) && !self.over_limit(line))
+    fn start_garbage(&mut self, first_bytes: &[u8]) {
+        self.kept.clear();
+        let mut line = GarbageLine {
+            line: self.line_no,
+            len: 0,
+            content_len: 0,
+            oversized: false,
+        };
+        line.extend(first_bytes, &mut self.kept, self.max_message_bytes);
+        self.state = State::Garbage(line);
     }
 
-    fn over_limit(&self, raw: &[u8]) -> bool {
-        over_limit(self.max_message_bytes, raw)
-    }
-
-    /// `line` (the start of one, or a whole one) is over the size limit.
-    /// If it is inside or opens a multi-line object, that object is followed
-    /// to its end as oversized; otherwise the line is reported at once.
-    fn start_oversized(&mut self, line: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
-        match &mut self.gathering {
-            Some(gathering) => {
-                gathering.nesting.scan(line);
-                gathering.oversized = true;
-            }
-            None if line.first() == Some(&b'{') => {
-                let mut nesting = Nesting::default();
-                nesting.scan(line);
-                self.gathering = Some(Gathering {
-                    first_line: line_no,
-                    nesting,
-                    oversized: true,
-                });
-            }
-            None => on_frame(Frame::Oversized { line: line_no }),
-        }
-        if !self.skipping_line {
-            self.end_oversized_if_closed(on_frame);
-        }
-    }
-
-    /// The rest of an oversized line arrived.
-    fn follow_oversized(&mut self, rest: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
-        if let Some(gathering) = &mut self.gathering {
-            gathering.nesting.scan(rest);
-        }
-        self.end_oversized_if_closed(on_frame);
-    }
-
-    fn end_oversized_if_closed(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
-        if let Some(gathering) = &self.gathering
-            && gathering.oversized
-            && !gathering.nesting.is_open()
-        {
-            on_frame(gathering.dropped());
-            self.gathering = None;
-        }
-    }
-
-    /// The line at `pending[pending_line_start..]` is complete.
-    fn finish_buffered_line(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
-        let line_no = self.line_no;
-        self.line_no += 1;
-        let mut pending = std::mem::take(&mut self.pending);
-        let start = self.pending_line_start;
-        if self.gathering.is_some() {
-            self.continue_gathering(&mut pending, start, line_no, on_frame);
-            self.pending_line_start = pending.len();
-            self.pending = pending;
-            return;
-        }
-        self.complete_line(&pending[start..], line_no, on_frame);
-        if self.gathering.is_none() || self.gathering.as_ref().is_some_and(|g| g.oversized) {
-            // Keep the allocation for the next partial line.
-            pending.clear();
-            self.pending_line_start = 0;
-            self.pending = pending;
-        }
-    }
-
-    /// A whole line that is not part of a multi-line object.
-    fn complete_line(&mut self, raw: &[u8], line_no: u64, on_frame: &mut impl FnMut(Frame<'_>)) {
-        let line = trim_line(raw);
-        let line = line.strip_prefix(BYTE_ORDER_MARK).unwrap_or(line);
-        if line.is_empty() {
-            return;
-        }
-        if self.over_limit(raw) {
-            self.start_oversized(line, line_no, on_frame);
-            return;
-        }
-        if line[0] == b'{' && !looks_complete(line) {
-            let mut nesting = Nesting::default();
-            nesting.scan(line);
-            if nesting.is_open() {
-                self.pending.clear();
-                self.pending.extend_from_slice(line);
-                self.pending.push(b'\n');
-                self.pending_line_start = self.pending.len();
-                self.gathering = Some(Gathering {
-                    first_line: line_no,
-                    nesting,
-                    oversized: false,
-                });
-                return;
-            }
-        }
-        on_frame(Frame::Message {
-            line: line_no,
-            bytes: line,
-        });
-    }
-
-    /// One more line of a multi-line object, at `pending[start..]`.
-    fn continue_gathering(
+    /// Drops the open object (which started on `first_line`) and frames
+    /// its bytes again from `restart`, the first line inside it starting
+    /// with `{` at column 0: that `{` may start the next message.
+    fn restart(
         &mut self,
-        pending: &mut Vec<u8>,
-        start: usize,
-        line_no: u64,
+        restart: RestartPoint,
+        first_line: u64,
         on_frame: &mut impl FnMut(Frame<'_>),
     ) {
-        let next_message = pending.get(start) == Some(&b'{')
-            && self.next_message_starts_here(trim_line(&pending[start..]));
-        let gathering = self.gathering.as_mut().expect("gathering");
-        let line = trim_line(&pending[start..]);
-        if next_message {
-            // An object at column 0 where the open one cannot take a value
-            // (or a whole one-line object) is the next message: the open
-            // one will never close. A `{` where a value may go is nested.
-            on_frame(gathering.dropped());
-            self.gathering = None;
-            let line = pending[start..].to_vec();
-            pending.clear();
-            self.complete_line(&line, line_no, on_frame);
-            if self.gathering.as_ref().is_some_and(|g| !g.oversized) {
-                // It opened a multi-line object of its own.
-                *pending = std::mem::take(&mut self.pending);
-            }
-            return;
-        }
-        gathering.nesting.scan(line);
-        if !gathering.oversized && over_limit(self.max_message_bytes, pending) {
-            gathering.oversized = true;
-        }
-        if gathering.oversized {
-            pending.clear();
-            self.end_oversized_if_closed(on_frame);
-            return;
-        }
-        if gathering.nesting.is_open() {
-            pending.push(b'\n');
-            return;
-        }
-        let first_line = gathering.first_line;
-        self.gathering = None;
-        on_frame(Frame::Message {
-            line: first_line,
-            bytes: pending,
-        });
-        pending.clear();
+        on_frame(dropped(
+            first_line,
+            restart.object_len > self.max_message_bytes,
+        ));
+        let kept = std::mem::take(&mut self.kept);
+        self.state = BETWEEN;
+        self.line_no = restart.line;
+        self.at_line_start = true;
+        let reframing = std::mem::replace(&mut self.reframing, true);
+        self.push(&kept[restart.kept_at..], on_frame);
+        self.reframing = reframing;
     }
 }
 
-/// A cheap test that passes for every compact one-line object: it closes
-/// with `}` and its braces balance. Only lines that fail it are scanned
-/// byte by byte (with string awareness) to see whether the object goes on.
-fn looks_complete(line: &[u8]) -> bool {
-    // Summed in i8 over chunks short enough not to overflow, which the
-    // compiler turns into 16 bytes per instruction; this runs on every line.
-    let balance: isize = line
-        .chunks(i8::MAX as usize)
-        .map(|chunk| {
-            let sum = chunk.iter().fold(0i8, |sum, &byte| {
-                sum + i8::from(byte == b'{') - i8::from(byte == b'}')
-            });
-            isize::from(sum)
-        })
-        .sum();
-    line.last() == Some(&b'}') && balance == 0
+/// Where the object starting at `line[0]` (a `{`) ends, following braces and
+/// strings only: the index of its closing `}`, or `None` if it is still open
+/// at the end of `line`, which holds no newline. For any line this agrees
+/// with the byte-by-byte machine: the grammar and [`BraceFollower`] agree on
+/// strings and braces up to the first syntax error, and the follower takes
+/// over from there.
+fn object_end(line: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while at < line.len() {
+        match line[at] {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at);
+                }
+            }
+            b'"' => {
+                at += 1;
+                while at < line.len() {
+                    match line[at] {
+                        b'"' => break,
+                        b'\\' => at += 2,
+                        _ => at += 1,
+                    }
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    None
 }
 
-/// Whitespace around a message that does not count towards its size, up
-/// to this much (beyond it, whitespace alone could grow a line unbounded).
-const WHITESPACE_ALLOWANCE: usize = 4096;
+/// Follows the braces of an object that is not JSON, to find where it ends.
+#[derive(Debug, Default)]
+struct BraceFollower {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
 
-/// Whether a message (or the start of one) is over `limit`: its content,
-/// without surrounding whitespace and byte order mark, is; or its raw bytes
-/// pass the limit by more than [`WHITESPACE_ALLOWANCE`]. Both only grow as
-/// more of a line arrives, so the verdict does not depend on where a read
-/// happened to end.
-fn over_limit(limit: usize, raw: &[u8]) -> bool {
-    let content = trim_line(raw);
-    let content = content.strip_prefix(BYTE_ORDER_MARK).unwrap_or(content);
-    content.len() > limit || raw.len() > limit.saturating_add(WHITESPACE_ALLOWANCE)
+impl BraceFollower {
+    /// Returns whether `byte` closed the object.
+    fn step(&mut self, byte: u8) -> bool {
+        if self.in_string {
+            if byte == b'\n' {
+                // A string never goes past its line.
+                self.in_string = false;
+                self.escaped = false;
+            } else if self.escaped {
+                self.escaped = false;
+            } else if byte == b'\\' {
+                self.escaped = true;
+            } else if byte == b'"' {
+                self.in_string = false;
+            }
+            return false;
+        }
+        match byte {
+            b'"' => self.in_string = true,
+            b'{' => self.depth += 1,
+            b'}' => {
+                self.depth = self.depth.saturating_sub(1);
+                return self.depth == 0;
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
+/// JSON's grammar, one byte at a time, for the object a message is.
+/// Literals and numbers are taken as runs of their characters, not checked.
+#[derive(Debug, Default)]
+struct JsonGrammar {
+    /// The open objects and arrays, innermost last.
+    containers: Containers,
+    expect: Expect,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A value: after `:`, after `,` in an array, and at the start.
+    #[default]
+    Value,
+    /// After `[`: a value or `]`.
+    ValueOrEnd,
+    /// After `{`: a key or `}`.
+    KeyOrEnd,
+    /// After `,` in an object.
+    Key,
+    InKey,
+    InKeyEscape,
+    Colon,
+    InString,
+    InStringEscape,
+    /// In a number, `true`, `false` or `null`.
+    InScalar,
+    /// After a value: `,` or the end of its container.
+    CommaOrEnd,
+}
+
+enum GrammarStep {
+    /// The object is still open.
+    Open,
+    /// This byte closed it.
+    Closed,
+}
+
+struct SyntaxError;
+
+impl JsonGrammar {
+    fn step(&mut self, byte: u8) -> Result<GrammarStep, SyntaxError> {
+        use Expect::*;
+        self.expect = match (self.expect, byte) {
+            (InKey, b'"') => Colon,
+            (InString, b'"') => CommaOrEnd,
+            (InKey, b'\\') => InKeyEscape,
+            (InString, b'\\') => InStringEscape,
+            (InKey | InString, 0..=0x1F) => return Err(SyntaxError),
+            (InKey | InString, _) => self.expect,
+            (InKeyEscape, _) if is_escape(byte) => InKey,
+            (InStringEscape, _) if is_escape(byte) => InString,
+            (InKeyEscape | InStringEscape, _) => return Err(SyntaxError),
+            (InScalar, _) if is_scalar(byte) => InScalar,
+            (InScalar, _) => {
+                self.expect = CommaOrEnd;
+                return self.step(byte);
+            }
+            (_, b' ' | b'\t' | b'\n' | b'\r') => self.expect,
+            (Value | ValueOrEnd, b'{') => {
+                self.containers.push(Container::Object);
+                KeyOrEnd
+            }
+            (Value | ValueOrEnd, b'[') => {
+                self.containers.push(Container::Array);
+                ValueOrEnd
+            }
+            (Value | ValueOrEnd, b'"') => InString,
+            (Value | ValueOrEnd, _) if is_scalar(byte) => InScalar,
+            (ValueOrEnd, b']') => return Ok(self.close()),
+            (KeyOrEnd, b'}') => return Ok(self.close()),
+            (KeyOrEnd | Key, b'"') => InKey,
+            (Colon, b':') => Value,
+            (CommaOrEnd, b',') => match self.containers.innermost() {
+                Some(Container::Object) => Key,
+                _ => Value,
+            },
+            (CommaOrEnd, b'}') if self.containers.innermost() == Some(Container::Object) => {
+                return Ok(self.close());
+            }
+            (CommaOrEnd, b']') if self.containers.innermost() == Some(Container::Array) => {
+                return Ok(self.close());
+            }
+            _ => return Err(SyntaxError),
+        };
+        Ok(GrammarStep::Open)
+    }
+
+    fn close(&mut self) -> GrammarStep {
+        self.containers.pop();
+        self.expect = Expect::CommaOrEnd;
+        if self.containers.is_empty() {
+            GrammarStep::Closed
+        } else {
+            GrammarStep::Open
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.containers.len
+    }
+
+    /// A [`BraceFollower`] that goes on from here as if it had followed the
+    /// object from its start: before a syntax error the two agree.
+    fn follower(&self) -> BraceFollower {
+        BraceFollower {
+            depth: self.containers.objects,
+            in_string: matches!(
+                self.expect,
+                Expect::InKey | Expect::InKeyEscape | Expect::InString | Expect::InStringEscape
+            ),
+            escaped: matches!(self.expect, Expect::InKeyEscape | Expect::InStringEscape),
+        }
+    }
+}
+
+/// What may follow `\` in a JSON string.
+fn is_escape(byte: u8) -> bool {
+    matches!(
+        byte,
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u'
+    )
+}
+
+/// The characters of numbers and of `true`, `false` and `null`.
+fn is_scalar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'+' | b'.')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Object,
+    Array,
+}
+
+/// A stack of containers, one bit each.
+#[derive(Debug, Default)]
+struct Containers {
+    /// Bit `i % 64` of word `i / 64` is set when container `i` is an object.
+    bits: Vec<u64>,
+    len: usize,
+    objects: usize,
+}
+
+impl Containers {
+    fn push(&mut self, container: Container) {
+        let (word, bit) = (self.len / 64, self.len % 64);
+        if word == self.bits.len() {
+            self.bits.push(0);
+        }
+        if container == Container::Object {
+            self.bits[word] |= 1 << bit;
+            self.objects += 1;
+        } else {
+            self.bits[word] &= !(1 << bit);
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        if self.innermost() == Some(Container::Object) {
+            self.objects -= 1;
+        }
+        self.len -= 1;
+    }
+
+    fn innermost(&self) -> Option<Container> {
+        let top = self.len.checked_sub(1)?;
+        Some(if self.bits[top / 64] >> (top % 64) & 1 == 1 {
+            Container::Object
+        } else {
+            Container::Array
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// How deeply `json` nests, strings taken into account.
 pub(crate) fn nesting_depth(json: &[u8]) -> usize {
-    let mut nesting = Nesting::default();
-    nesting.scan(json);
-    nesting.deepest()
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
-
-/// Strips surrounding whitespace, including a `\r` before the newline.
-fn trim_line(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +990,23 @@ mod tests {
     fn frames(input: &str) -> Vec<Owned> {
         frames_of(&[input.as_bytes()], 1 << 20)
     }
+
+    fn message(line: u64, text: &str) -> Owned {
+        Owned::Message(line, text.into())
+    }
+
+    /// The framer's work on `input` pushed whole, per input byte.
+    fn work_per_byte(input: &[u8]) -> f64 {
+        let mut framer = Framer::new(1 << 20);
+        framer.push(input, &mut |_| {});
+        framer.finish(&mut |_| {});
+        framer.bytes_scanned() as f64 / input.len() as f64
+    }
+
+    /// Each byte is scanned at most this many times (see the module doc:
+    /// fast path and grammar, and both again once for a restart, plus the
+    /// newline search and trimming); the tests hold framing to it.
+    const MAX_WORK_PER_BYTE: f64 = 6.0;
 
     #[test]
     fn compact_lines_are_messages_with_their_line_numbers() {
@@ -604,5 +1146,188 @@ mod tests {
         assert_eq!(out[0], Owned::Oversized(1));
         assert_eq!(out.last(), Some(&Owned::Message(24, "{\"a\":1}".into())));
         assert_eq!(out.len(), 2, "{out:?}");
+    }
+
+    // Issue 7, item 2: blank lines inside an open object re-trimmed everything
+    // gathered so far, each time (quadratic).
+    #[test]
+    fn blank_lines_inside_an_open_object_cost_linear_work() {
+        let message = r#""src":"c1","dest":"n1","body":{"type":"echo","msg_id":1,"echo":"x"}}"#;
+        for blank_line in ["\n", "  \r\n", "\t \n"] {
+            for lines in [1_000, 100_000] {
+                let input = format!("{{\n{}{message}\n", blank_line.repeat(lines));
+                let out = frames(&input);
+                assert!(
+                    matches!(&out[..], [Owned::Message(1, text)] if text.ends_with("\"x\"}}")),
+                    "{blank_line:?} x {lines}: {out:?}"
+                );
+                let work = work_per_byte(input.as_bytes());
+                assert!(
+                    work <= MAX_WORK_PER_BYTE,
+                    "{blank_line:?} x {lines}: {work} per byte"
+                );
+            }
+        }
+    }
+
+    // Issue 7, item 4a: a `}` inside a string balanced the first line's
+    // braces, so the line was taken for a whole message.
+    #[test]
+    fn brace_inside_a_string_does_not_end_the_object() {
+        let first =
+            r#"{"src":"c1","dest":"n1","note":"}","body":{"type":"echo","msg_id":1,"echo":"x"}"#;
+        assert_eq!(
+            frames(&format!("{first}\n}}\n{{\"a\":1}}\n")),
+            [message(1, &format!("{first}\n}}")), message(3, "{\"a\":1}")]
+        );
+    }
+
+    // Issue 7, item 4b: a one-line object at column 0 as the value of
+    // `"body":` was taken for the next message.
+    #[test]
+    fn object_at_column_zero_where_a_value_may_go_is_nested() {
+        let input = "{\n  \"src\": \"c1\",\n  \"body\":\n{\"type\": \"echo\", \"msg_id\": 1}\n}\n";
+        assert_eq!(frames(input), [message(1, input.trim_end())]);
+        let in_array = "{\"a\": [\n{\"b\": 1},\n{\"b\": 2}\n]}";
+        assert_eq!(frames(in_array), [message(1, in_array)]);
+    }
+
+    #[test]
+    fn several_objects_on_one_line_are_separate_messages() {
+        assert_eq!(
+            frames("{\"a\":1} {\"b\":\"}{\"}{\"c\":3}\r\n"),
+            [
+                message(1, "{\"a\":1}"),
+                message(1, "{\"b\":\"}{\"}"),
+                message(1, "{\"c\":3}")
+            ]
+        );
+    }
+
+    #[test]
+    fn object_followed_on_its_line_by_other_text_is_not_a_message() {
+        assert_eq!(
+            frames("{\"a\":1} {\"b\":2} trailing\n{\"c\":3}}\n{\"d\":4}"),
+            [
+                message(1, "{\"a\":1}"),
+                message(1, "{\"b\":2} trailing"),
+                message(2, "{\"c\":3}}"),
+                message(3, "{\"d\":4}")
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_object_is_framed_again_from_its_first_line_starting_with_a_brace() {
+        // Nested, `{"b":2}` would be valid; `{"c":3}` without a comma is not.
+        assert_eq!(
+            frames("{\"a\": [1,\n{\"b\":2}\n{\"c\":3}\n"),
+            [
+                Owned::Unterminated(1),
+                message(2, "{\"b\":2}"),
+                message(3, "{\"c\":3}")
+            ]
+        );
+        // A syntax error later on a line does the same.
+        assert_eq!(
+            frames("{\"a\": [1,\n{\"b\":2}\nnot json\n"),
+            [
+                Owned::Unterminated(1),
+                message(2, "{\"b\":2}"),
+                message(3, "not json")
+            ]
+        );
+    }
+
+    #[test]
+    fn object_breaking_the_grammar_is_handed_on_whole_when_its_braces_close() {
+        // A missing comma, then an indented line with a `{`.
+        let broken = "{\"a\": 1\n\"b\": {\"c\": \"{\"},\n}";
+        assert_eq!(
+            frames(&format!("{broken}\n{{\"d\":4}}\n")),
+            [message(1, broken), message(4, "{\"d\":4}")]
+        );
+        // Strings end with their line: an unclosed quote swallows nothing.
+        assert_eq!(
+            frames("{\"a\": \"open\n}\n{\"d\":4}\n"),
+            [message(1, "{\"a\": \"open\n}"), message(3, "{\"d\":4}")]
+        );
+    }
+
+    #[test]
+    fn object_breaking_the_grammar_ends_at_a_line_starting_with_a_brace() {
+        assert_eq!(
+            frames("{\"a\": 1 2,\n  \"b\": [\n{\"d\":4}\n"),
+            [Owned::Unterminated(1), message(3, "{\"d\":4}")]
+        );
+    }
+
+    #[test]
+    fn framing_again_after_a_restart_never_restarts_inside_those_bytes() {
+        // Every line a nested value at column 0, none closing: at the end of
+        // input the first object is dropped and the rest framed once more,
+        // as one object that is dropped in turn.
+        let input = "{\"a\":[\n".repeat(10_000);
+        assert_eq!(
+            frames(&input),
+            [Owned::Unterminated(1), Owned::Unterminated(2)]
+        );
+        let work = work_per_byte(input.as_bytes());
+        assert!(work <= MAX_WORK_PER_BYTE, "{work} per byte");
+    }
+
+    #[test]
+    fn framing_work_is_linear_whatever_the_shape_of_the_input() {
+        let shapes: [(&str, String); 9] = [
+            ("blank lines", "\n".repeat(200_000)),
+            ("whitespace-only lines", " \t \r\n".repeat(50_000)),
+            ("objects on one line", "{}".repeat(100_000)),
+            (
+                "objects on one line, then junk",
+                format!("{}x", "{} ".repeat(60_000)),
+            ),
+            (
+                "lines starting with `{` where a key goes",
+                "{\"a\":1,\n".repeat(30_000),
+            ),
+            ("nested objects at column 0", "{\"a\":\n".repeat(30_000)),
+            (
+                "closed nested objects at column 0",
+                format!("{{\"a\":[\n{}", "{\"b\":1}\n".repeat(30_000)),
+            ),
+            ("unclosed strings", "{\"a\n".repeat(50_000)),
+            ("deep nesting", format!("{{\"a\":{}", "[".repeat(200_000))),
+        ];
+        for (shape, input) in shapes {
+            let work = work_per_byte(input.as_bytes());
+            assert!(work <= MAX_WORK_PER_BYTE, "{shape}: {work} per byte");
+            // Pushed a byte at a time, the work stays bounded too.
+            let mut framer = Framer::new(1 << 20);
+            for byte in input.as_bytes() {
+                framer.push(std::slice::from_ref(byte), &mut |_| {});
+            }
+            framer.finish(&mut |_| {});
+            let work = framer.bytes_scanned() as f64 / input.len() as f64;
+            assert!(
+                work <= MAX_WORK_PER_BYTE,
+                "{shape}, byte by byte: {work} per byte"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_object_followed_by_a_truncated_one_does_not_hide_the_next() {
+        let input = format!(
+            "{{\"x\":\"{}\"}}\n{{\"a\": [\n{{\"b\":1}}\n",
+            "y".repeat(100)
+        );
+        assert_eq!(
+            frames_of(&[input.as_bytes()], 50),
+            [
+                Owned::Oversized(1),
+                Owned::Unterminated(2),
+                message(3, "{\"b\":1}")
+            ]
+        );
     }
 }

@@ -13,7 +13,7 @@ pub mod reply;
 pub use error::{ErrorCode, RequestError};
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -81,24 +81,164 @@ pub enum Rejected<'a> {
     },
 }
 
-#[derive(Deserialize)]
+/// A field read once, or seen more than once: a repeated field is the
+/// sender's mistake to be told about (when a reply can be addressed), not a
+/// reason to pick one of its values. `null` counts as absent.
+#[derive(Debug, Default)]
+enum Field<T> {
+    #[default]
+    Absent,
+    Given(Option<T>),
+    Repeated,
+}
+
+impl<T> Field<T> {
+    /// Reads the next map value into the field, or skips it if the field
+    /// was already there.
+    fn read<'de, A>(&mut self, map: &mut A) -> Result<(), A::Error>
+    where
+        A: MapAccess<'de>,
+        T: Deserialize<'de>,
+    {
+        match self {
+            Field::Absent => *self = Field::Given(map.next_value()?),
+            Field::Given(_) | Field::Repeated => {
+                map.next_value::<IgnoredAny>()?;
+                *self = Field::Repeated;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value (`None` when absent or `null`), or `Err(())` when repeated.
+    fn once(self) -> Result<Option<T>, ()> {
+        match self {
+            Field::Absent => Ok(None),
+            Field::Given(value) => Ok(value),
+            Field::Repeated => Err(()),
+        }
+    }
+}
+
+/// The envelope's fields, borrowed from the message.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow, default)]
-    src: Option<Cow<'a, str>>,
+    src: Field<BorrowedStr<'a>>,
     /// Kept raw: an ill-typed `dest` is the sender's mistake to be told
     /// about, not a reason to leave the request unanswered.
-    #[serde(borrow, default)]
-    dest: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    body: Option<&'a RawValue>,
+    dest: Field<&'a RawValue>,
+    body: Field<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum EnvelopeKey {
+    Src,
+    Dest,
+    Body,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                let mut envelope = Envelope::default();
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        EnvelopeKey::Src => envelope.src.read(&mut map)?,
+                        EnvelopeKey::Dest => envelope.dest.read(&mut map)?,
+                        EnvelopeKey::Body => envelope.body.read(&mut map)?,
+                        EnvelopeKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(envelope)
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// The body fields every request shares, raw.
+#[derive(Default)]
 struct BodyHead<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    msg_id: Option<&'a RawValue>,
+    kind: Field<&'a RawValue>,
+    msg_id: Field<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum BodyHeadKey {
+    #[serde(rename = "type")]
+    Kind,
+    #[serde(rename = "msg_id")]
+    MsgId,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for BodyHead<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyHeadVisitor;
+        impl<'de> Visitor<'de> for BodyHeadVisitor {
+            type Value = BodyHead<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a body object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodyHead<'de>, A::Error> {
+                let mut head = BodyHead::default();
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        BodyHeadKey::Kind => head.kind.read(&mut map)?,
+                        BodyHeadKey::MsgId => head.msg_id.read(&mut map)?,
+                        BodyHeadKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(head)
+            }
+        }
+        deserializer.deserialize_map(BodyHeadVisitor)
+    }
+}
+
+/// A JSON string, borrowed from the message unless it holds escapes.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<BorrowedStr<'de>, E> {
+                Ok(BorrowedStr(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<BorrowedStr<'de>, E> {
+                Ok(BorrowedStr(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<BorrowedStr<'de>, E> {
+                Ok(BorrowedStr(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(StrVisitor)
+    }
+}
+
+/// The error for a field that appears more than once.
+fn repeated(field: &str) -> RequestError {
+    RequestError::malformed(format!("{field}: duplicate field"))
 }
 
 /// Parses one framed message.
@@ -112,68 +252,70 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
         .map_err(|err| Rejected::Unaddressable(format!("not valid UTF-8: {err}")))?;
     let envelope: Envelope = serde_json::from_str(text)
         .map_err(|err| Rejected::Unaddressable(format!("not a valid message: {err}")))?;
-    let Some(src) = envelope.src else {
+    // A repeated `src` or `body` leaves no one sender or request to answer.
+    let src = envelope
+        .src
+        .once()
+        .map_err(|()| Rejected::Unaddressable("\"src\" appears more than once".into()))?;
+    let Some(BorrowedStr(src)) = src else {
         return Err(Rejected::Unaddressable("message has no \"src\"".into()));
     };
-    let body = match envelope.body {
+    let body = envelope
+        .body
+        .once()
+        .map_err(|()| Rejected::Unaddressable("\"body\" appears more than once".into()))?;
+    let body = match body {
         Some(body) if body.get().starts_with('{') => body,
         Some(_) => return Err(Rejected::Unaddressable("\"body\" is not an object".into())),
         None => return Err(Rejected::Unaddressable("message has no \"body\"".into())),
     };
     let head: BodyHead = serde_json::from_str(body.get())
         .map_err(|err| Rejected::Unaddressable(format!("body is not valid: {err}")))?;
-    let dest = envelope
-        .dest
-        .map(|raw| serde_json::from_str::<Option<Cow<str>>>(raw.get()));
-    let (dest, dest_is_ill_typed) = match dest {
-        Some(Ok(dest)) => (dest, false),
-        Some(Err(_)) => (None, true),
-        None => (None, false),
+    let (dest, dest_error) = match envelope.dest.once() {
+        Ok(None) => (None, None),
+        Ok(Some(raw)) => match serde_json::from_str::<Option<Cow<str>>>(raw.get()) {
+            Ok(dest) => (dest, None),
+            Err(_) => (
+                None,
+                Some(RequestError::malformed("dest: must be a string")),
+            ),
+        },
+        Err(()) => (None, Some(repeated("dest"))),
     };
-    let msg_id = match head.msg_id.map(parse_msg_id).transpose() {
-        Ok(msg_id) => msg_id.flatten(),
-        Err(error) => {
-            return Err(Rejected::Malformed {
-                src,
-                dest,
-                msg_id: None,
-                error,
-            });
-        }
+    let malformed = |msg_id, error| Rejected::Malformed {
+        src: src.clone(),
+        dest: dest.clone(),
+        msg_id,
+        error,
     };
-    if dest_is_ill_typed {
-        let error = RequestError::malformed("dest: must be a string");
-        return Err(Rejected::Malformed {
-            src,
-            dest,
-            msg_id,
-            error,
-        });
+    let msg_id = match head.msg_id.once() {
+        Ok(raw) => match raw.map(parse_msg_id).transpose() {
+            Ok(msg_id) => msg_id,
+            Err(error) => return Err(malformed(None, error)),
+        },
+        Err(()) => return Err(malformed(None, repeated("msg_id"))),
+    };
+    if let Some(error) = dest_error {
+        return Err(malformed(msg_id, error));
     }
-    let kind = match head
-        .kind
-        .map(|raw| serde_json::from_str::<Cow<str>>(raw.get()))
-    {
-        Some(Ok(kind)) => kind,
-        Some(Err(_)) => {
-            let error = RequestError::malformed("type: must be a string");
-            return Err(Rejected::Malformed {
-                src,
-                dest,
+    let kind = match head.kind.once() {
+        Ok(Some(raw)) => match serde_json::from_str::<Cow<str>>(raw.get()) {
+            Ok(kind) => kind,
+            Err(_) => {
+                return Err(malformed(
+                    msg_id,
+                    RequestError::malformed("type: must be a string"),
+                ));
+            }
+        },
+        Err(()) => return Err(malformed(msg_id, repeated("type"))),
+        Ok(None) if msg_id.is_some() => {
+            return Err(malformed(
                 msg_id,
-                error,
-            });
+                RequestError::malformed("type: missing field"),
+            ));
         }
-        None if msg_id.is_some() => {
-            let error = RequestError::malformed("type: missing field");
-            return Err(Rejected::Malformed {
-                src,
-                dest,
-                msg_id,
-                error,
-            });
-        }
-        None => {
+        Ok(None) => {
             return Err(Rejected::Unaddressable(
                 "body has neither \"type\" nor \"msg_id\"".into(),
             ));
@@ -208,10 +350,26 @@ pub fn node_id_hint(message: &[u8]) -> Option<String> {
     }
 }
 
-/// `msg_id` must be a non-negative integer; `null` counts as absent.
-fn parse_msg_id(raw: &RawValue) -> Result<Option<u64>, RequestError> {
-    serde_json::from_str::<Option<u64>>(raw.get())
-        .map_err(|_| RequestError::malformed("msg_id: must be a non-negative integer"))
+/// `msg_id` must be a non-negative integer; `-0` is the integer 0 (see
+/// [`is_negative_zero`]).
+fn parse_msg_id(raw: &RawValue) -> Result<u64, RequestError> {
+    match serde_json::from_str::<u64>(raw.get()) {
+        Ok(msg_id) => Ok(msg_id),
+        Err(_) if serde_json::from_str(raw.get()).is_ok_and(is_negative_zero) => Ok(0),
+        Err(_) => Err(RequestError::malformed(
+            "msg_id: must be a non-negative integer",
+        )),
+    }
+}
+
+/// Whether a JSON number read as `value` is a negative zero, which grace
+/// reads as the integer 0 wherever it reads an integer id (`msg_id`, user
+/// and product ids), as JSON readers of other languages read `-0`. serde_json
+/// reads `-0` as the float -0.0, the same value as `-0.0`, so that spelling
+/// is taken as 0 too; other numbers with a fraction or an exponent (`0.0`,
+/// `1.5`) are refused.
+fn is_negative_zero(value: f64) -> bool {
+    value == 0.0 && value.is_sign_negative()
 }
 
 /// `json` (valid JSON) without the whitespace between tokens, keys in
@@ -241,13 +399,43 @@ pub fn compact_json(json: &str) -> String {
 
 /// The id of a user, product or order record as the client wrote it: a JSON
 /// integer or a string. It is echoed back exactly as given, so `123` and
-/// `"123"` are different records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
-#[serde(untagged, expecting = "an integer or a string")]
+/// `"123"` are different records; `-0` is the integer 0 (see
+/// [`is_negative_zero`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(untagged)]
 pub enum RecordId {
     Int(i64),
     BigInt(u64),
     Text(Box<str>),
+}
+
+impl<'de> Deserialize<'de> for RecordId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RecordIdVisitor;
+        impl Visitor<'_> for RecordIdVisitor {
+            type Value = RecordId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer or a string")
+            }
+            fn visit_i64<E>(self, id: i64) -> Result<RecordId, E> {
+                Ok(RecordId::Int(id))
+            }
+            fn visit_u64<E>(self, id: u64) -> Result<RecordId, E> {
+                Ok(i64::try_from(id).map_or(RecordId::BigInt(id), RecordId::Int))
+            }
+            fn visit_f64<E: serde::de::Error>(self, id: f64) -> Result<RecordId, E> {
+                if is_negative_zero(id) {
+                    Ok(RecordId::Int(0))
+                } else {
+                    Err(E::invalid_type(serde::de::Unexpected::Float(id), &self))
+                }
+            }
+            fn visit_str<E>(self, id: &str) -> Result<RecordId, E> {
+                Ok(RecordId::Text(id.into()))
+            }
+        }
+        deserializer.deserialize_any(RecordIdVisitor)
+    }
 }
 
 impl std::fmt::Display for RecordId {
@@ -349,5 +537,80 @@ mod tests {
         assert_ne!(int, text);
         assert_eq!(serde_json::to_string(&text).unwrap(), "\"123\"");
         assert!(serde_json::from_str::<RecordId>("1.5").is_err());
+    }
+
+    // Issue 7, item 10: a repeated `type` or `msg_id` went unanswered while
+    // a repeated handler field got code 12.
+    #[test]
+    fn repeated_type_msg_id_or_dest_is_malformed_but_answered() {
+        let (msg_id, text) =
+            malformed_text(r#"{"src":"c","body":{"type":"echo","type":"echo","msg_id":4}}"#);
+        assert_eq!((msg_id, text.as_str()), (Some(4), "type: duplicate field"));
+        let (msg_id, text) =
+            malformed_text(r#"{"src":"c","body":{"type":"echo","msg_id":4,"msg_id":4}}"#);
+        assert_eq!((msg_id, text.as_str()), (None, "msg_id: duplicate field"));
+        let (msg_id, text) = malformed_text(
+            r#"{"src":"c","dest":"n","dest":"n","body":{"type":"echo","msg_id":4}}"#,
+        );
+        assert_eq!((msg_id, text.as_str()), (Some(4), "dest: duplicate field"));
+        // Even without a msg_id: the sender is known.
+        let (msg_id, _) = malformed_text(r#"{"src":"c","body":{"type":"a","type":"b"}}"#);
+        assert_eq!(msg_id, None);
+    }
+
+    #[test]
+    fn repeated_src_or_body_leaves_no_one_to_answer() {
+        assert!(rejected_reason(r#"{"src":"a","src":"b","body":{"type":"echo"}}"#).contains("src"));
+        assert!(
+            rejected_reason(r#"{"src":"a","body":{"type":"echo"},"body":{"type":"echo"}}"#)
+                .contains("body")
+        );
+    }
+
+    #[test]
+    fn escaped_src_and_null_fields_read_as_before() {
+        let request =
+            parse_request(br#"{"src":"c\u0031","dest":null,"body":{"type":"echo","msg_id":null}}"#)
+                .unwrap();
+        assert_eq!(
+            (request.src.as_ref(), request.dest, request.msg_id),
+            ("c1", None, None)
+        );
+        assert!(rejected_reason(r#"{"src":null,"body":{"type":"echo"}}"#).contains("src"));
+        assert!(rejected_reason(r#"{"src":5,"body":{"type":"echo"}}"#).contains("not a valid"));
+    }
+
+    // Issue 7, item 10: `msg_id: -0` was refused as negative.
+    #[test]
+    fn negative_zero_is_the_integer_zero_in_msg_id_and_record_ids() {
+        let request = parse_request(br#"{"src":"c","body":{"type":"echo","msg_id":-0}}"#).unwrap();
+        assert_eq!(request.msg_id, Some(0));
+        assert_eq!(
+            serde_json::from_str::<RecordId>("-0").unwrap(),
+            RecordId::Int(0)
+        );
+        let (msg_id, _) = malformed_text(r#"{"src":"c","body":{"type":"echo","msg_id":0.0}}"#);
+        assert_eq!(msg_id, None);
+        assert!(serde_json::from_str::<RecordId>("0.0").is_err());
+        assert!(serde_json::from_str::<RecordId>("-1.5").is_err());
+    }
+
+    #[test]
+    fn record_ids_beyond_i64_are_kept_and_beyond_u64_refused() {
+        assert_eq!(
+            serde_json::from_str::<RecordId>("18446744073709551615").unwrap(),
+            RecordId::BigInt(u64::MAX)
+        );
+        assert_eq!(
+            serde_json::from_str::<RecordId>("-5").unwrap(),
+            RecordId::Int(-5)
+        );
+        assert!(serde_json::from_str::<RecordId>("18446744073709551616").is_err());
+        for not_an_id in ["null", "true", "[1]", "{}"] {
+            assert!(
+                serde_json::from_str::<RecordId>(not_an_id).is_err(),
+                "{not_an_id}"
+            );
+        }
     }
 }
