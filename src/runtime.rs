@@ -27,7 +27,7 @@ use crate::core::queue::journal::{
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;

@@ -224,7 +224,7 @@ pub struct Core<W, P> {
     /// Bumped for every call, so a slot reused later gets a new id.
     next_generation: u32,
     /// The coalescible read in flight for each (service, key).
-    reads_in_flight: HashMap<ServiceKey, CallId>,
+    reads_in_flight: HashMap<ServiceKey, CallId, foldhash::fast::RandomState>,
     /// Builds lookup keys without allocating.
     key_scratch: Vec<u8>,
     /// Answers that came after their call had timed out, and were ignored.
@@ -262,7 +262,7 @@ impl<W, P> Core<W, P> {
             cache: FallbackCache::new(config.cache_capacity),
             calls: Slab::new(),
             next_generation: 0,
-            reads_in_flight: HashMap::new(),
+            reads_in_flight: HashMap::default(),
             key_scratch: Vec::new(),
             late_answers: 0,
             outgoing: VecDeque::new(),
@@ -557,15 +557,14 @@ impl<W, P> Core<W, P> {
     /// The next instant at which [`Self::handle_timeout`] has work to do: a
     /// breaker's wait ending, a call's deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.services
-            .iter()
-            .flat_map(|state| {
-                let breaker = state.breaker.next_deadline();
-                let call = state.deadlines.front().map(|&(deadline, _)| deadline);
-                breaker.into_iter().chain(call)
-            })
-            .chain(self.next_write_deadline())
-            .min()
+        let mut next = self.next_write_deadline();
+        for state in &self.services {
+            let call = state.deadlines.front().map(|&(deadline, _)| deadline);
+            for due in [state.breaker.next_deadline(), call].into_iter().flatten() {
+                next = Some(next.map_or(due, |next| next.min(due)));
+            }
+        }
+        next
     }
 
     /// Does what is due at `now`: breakers whose wait is over change state,

@@ -301,7 +301,9 @@ impl Node {
         self.settle(now);
         // A request may have let the queue's head become deliverable (a
         // breaker closed, a service came back).
-        self.handle_due(now);
+        if self.core.queue().has_pending() {
+            self.handle_due(now);
+        }
     }
 
     /// Does the time-driven work due at `now`, if any is.

@@ -684,32 +684,106 @@ impl Framer {
 /// strings and braces up to the first syntax error, and the follower takes
 /// over from there.
 fn object_end(line: &[u8]) -> Option<usize> {
+    if memchr::memchr(b'\\', line).is_some() {
+        return object_end_with_escapes(line);
+    }
+    // Without escapes a brace is inside a string exactly when an odd number
+    // of quotes come before it. A compact line has a handful of braces:
+    // find them (vectorised), and count the quotes between them.
     let mut depth = 0usize;
-    let mut at = 0;
-    while at < line.len() {
-        match line[at] {
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(at);
-                }
-            }
-            b'"' => {
-                at += 1;
-                while at < line.len() {
-                    match line[at] {
-                        b'"' => break,
-                        b'\\' => at += 2,
-                        _ => at += 1,
-                    }
-                }
-            }
-            _ => {}
+    let mut in_string = false;
+    let mut counted_to = 0;
+    for at in memchr::memchr2_iter(b'{', b'}', line) {
+        let quotes = count_quotes(&line[counted_to..at]);
+        in_string ^= quotes % 2 == 1;
+        counted_to = at;
+        if in_string {
+            continue;
         }
-        at += 1;
+        if line[at] == b'{' {
+            depth += 1;
+        } else {
+            depth = depth.checked_sub(1)?;
+            if depth == 0 {
+                return Some(at);
+            }
+        }
     }
     None
+}
+
+/// How many `"` bytes `bytes` holds, eight bytes at a time.
+fn count_quotes(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut count = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        count += byte_mask(word, b'"').count_ones() as usize;
+    }
+    count + chunks.remainder().iter().filter(|&&byte| byte == b'"').count()
+}
+
+/// [`object_end`] for a line with backslashes, which may escape quotes.
+fn object_end_with_escapes(line: &[u8]) -> Option<usize> {
+    // Only quotes, backslashes and braces matter. Eight bytes are looked at
+    // at once (a word's byte masks), and only the bytes that matter are
+    // visited: a compact line is mostly letters and digits.
+    let mut depth = 0usize;
+    let mut in_string = false;
+    // The first byte of the next word is escaped.
+    let mut escaped = false;
+    for (word_index, chunk) in line.chunks(8).enumerate() {
+        let word = match <[u8; 8]>::try_from(chunk) {
+            Ok(bytes) => u64::from_le_bytes(bytes),
+            Err(_) => {
+                let mut bytes = [0u8; 8];
+                bytes[..chunk.len()].copy_from_slice(chunk);
+                u64::from_le_bytes(bytes)
+            }
+        };
+        // Padding zeros match none of these.
+        let mut interesting =
+            byte_mask(word, b'"') | byte_mask(word, b'\\') | byte_mask(word, b'{') | byte_mask(word, b'}');
+        if std::mem::take(&mut escaped) {
+            interesting &= !0x80;
+        }
+        while interesting != 0 {
+            let index = (interesting.trailing_zeros() / 8) as usize;
+            interesting &= interesting - 1;
+            match (in_string, chunk[index]) {
+                (true, b'\\') => {
+                    // The next byte is taken literally, in this word or the next.
+                    if index == 7 {
+                        escaped = true;
+                    } else {
+                        interesting &= !(0x80 << ((index + 1) * 8));
+                    }
+                }
+                (true, b'"') => in_string = false,
+                (true, _) => {}
+                (false, b'"') => in_string = true,
+                (false, b'{') => depth += 1,
+                (false, b'}') => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(word_index * 8 + index);
+                    }
+                }
+                // A backslash outside a string: not JSON, and no brace.
+                (false, _) => {}
+            }
+        }
+    }
+    None
+}
+
+/// The high bit of each byte of `word` that equals `byte`, exactly (no
+/// false positives from borrows between bytes).
+fn byte_mask(word: u64, byte: u8) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const SEVEN_BITS: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let zero_where_equal = word ^ (LOW * u64::from(byte));
+    !(((zero_where_equal & SEVEN_BITS) + SEVEN_BITS) | zero_where_equal | SEVEN_BITS)
 }
 
 /// Follows the braces of an object that is not JSON, to find where it ends.

@@ -1,10 +1,11 @@
 //! The Maelstrom wire format, kept apart from what the messages mean.
 //!
 //! A message is `{"src": .., "dest": .., "body": {"type": .., "msg_id": .., ...}}`.
-//! This module turns one framed message into a [`Request`] whose body is left
-//! raw, so that each handler parses exactly the fields it needs (and a
-//! missing or ill-typed field is reported by name). Replies go the other way
-//! through [`reply`].
+//! This module turns one framed message into a [`Request`] in one pass over
+//! its text: the envelope's fields, the body's `type` and `msg_id`, and every
+//! other body field kept raw, so that each handler parses exactly the fields
+//! it needs (and a missing or ill-typed field is reported by name) without
+//! the body being read again. Replies go the other way through [`reply`].
 
 pub mod error;
 pub mod framing;
@@ -13,7 +14,10 @@ pub mod reply;
 pub use error::{ErrorCode, RequestError};
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::value::MapDeserializer;
+use serde::de::{
+    DeserializeOwned, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -28,27 +32,95 @@ pub struct Request<'a> {
     pub msg_id: Option<u64>,
     /// The body's `type`.
     pub kind: Cow<'a, str>,
-    /// The whole body, still unparsed.
-    pub body: &'a RawValue,
+    /// The body's other fields, in order, their values still unparsed.
+    pub fields: BodyFields<'a>,
+}
+
+/// Fields a message body usually has besides `type` and `msg_id`: room
+/// for them is taken once.
+const USUAL_BODY_FIELDS: usize = 4;
+
+/// A body's fields other than `type` and `msg_id`: names and raw values,
+/// borrowed from the message.
+#[derive(Debug, Default)]
+pub struct BodyFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> BodyFields<'a> {
+    /// The raw value of field `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|&(_, value)| value)
+    }
+
+    fn deserializer(&self) -> MapDeserializer<'a, impl Iterator<Item = (&str, RawField<'a>)>, serde_json::Error> {
+        MapDeserializer::new(self.0.iter().map(|(name, value)| (name.as_ref(), RawField(value))))
+    }
 }
 
 impl Request<'_> {
     /// Parses this request's body into the handler's own request type.
     ///
-    /// The fast path is a plain serde parse; only when that fails is the body
-    /// parsed again with the path of the offending field, so the error text
-    /// can name it (`force_failures: invalid value: integer -1, ...`).
+    /// The fast path is a plain serde parse of the fields already split
+    /// out; only when that fails is it done again keeping the path of the
+    /// offending field, so the error text can name it (`force_failures:
+    /// invalid value: integer -1, ...`). A field given twice is an error.
     pub fn parse_body<T: DeserializeOwned>(&self) -> Result<T, RequestError> {
-        match serde_json::from_str(self.body.get()) {
+        match T::deserialize(self.fields.deserializer()) {
             Ok(parsed) => Ok(parsed),
-            Err(_) => {
-                let mut deserializer = serde_json::Deserializer::from_str(self.body.get());
-                match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
-                    Ok(parsed) => Ok(parsed),
-                    Err(err) => Err(RequestError::malformed(describe_field_error(&err))),
-                }
-            }
+            Err(_) => match serde_path_to_error::deserialize::<_, T>(self.fields.deserializer()) {
+                Ok(parsed) => Ok(parsed),
+                Err(err) => Err(RequestError::malformed(describe_field_error(&err))),
+            },
         }
+    }
+}
+
+/// One body field's raw value as a serde `Deserializer`: the handler's
+/// types read it with `serde_json`, as if it stood alone.
+#[derive(Clone, Copy)]
+struct RawField<'a>(&'a RawValue);
+
+impl<'de> IntoDeserializer<'de, serde_json::Error> for RawField<'de> {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+/// Forwards `Deserializer` methods to a `serde_json` deserializer over the
+/// field's text.
+macro_rules! forward_to_json {
+    ($($method:ident $(($($arg:ident: $ty:ty),*))?;)*) => {
+        $(fn $method<V: Visitor<'de>>(self, $($($arg: $ty,)*)? visitor: V) -> Result<V::Value, serde_json::Error> {
+            let mut json = serde_json::Deserializer::from_str(self.0.get());
+            json.$method($($($arg,)*)? visitor)
+        })*
+    };
+}
+
+impl<'de> Deserializer<'de> for RawField<'de> {
+    type Error = serde_json::Error;
+
+    forward_to_json! {
+        deserialize_any; deserialize_bool; deserialize_i8; deserialize_i16; deserialize_i32;
+        deserialize_i64; deserialize_i128; deserialize_u8; deserialize_u16; deserialize_u32;
+        deserialize_u64; deserialize_u128; deserialize_f32; deserialize_f64; deserialize_char;
+        deserialize_str; deserialize_string; deserialize_bytes; deserialize_byte_buf;
+        deserialize_option; deserialize_unit; deserialize_seq; deserialize_map;
+        deserialize_identifier;
+        deserialize_unit_struct(name: &'static str);
+        deserialize_newtype_struct(name: &'static str);
+        deserialize_tuple(len: usize);
+        deserialize_tuple_struct(name: &'static str, len: usize);
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]);
+    }
+
+    /// A field no handler reads costs nothing more.
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+        visitor.visit_unit()
     }
 }
 
@@ -127,7 +199,52 @@ struct Envelope<'a> {
     /// Kept raw: an ill-typed `dest` is the sender's mistake to be told
     /// about, not a reason to leave the request unanswered.
     dest: Field<&'a RawValue>,
-    body: Field<&'a RawValue>,
+    body: Field<Body<'a>>,
+}
+
+/// The `body` as read in the envelope's pass.
+enum Body<'a> {
+    Object(BodyHead<'a>),
+    /// Not an object (consumed, and only reported).
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for Body<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = Body<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a body")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body<'de>, A::Error> {
+                BodyHead::read(map).map(Body::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Body::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,47 +284,31 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
     }
 }
 
-/// The body fields every request shares, raw.
+/// A body object: the fields every request shares, raw, and the others.
 #[derive(Default)]
 struct BodyHead<'a> {
     kind: Field<&'a RawValue>,
     msg_id: Field<&'a RawValue>,
+    fields: BodyFields<'a>,
 }
 
-#[derive(Deserialize)]
-#[serde(field_identifier)]
-enum BodyHeadKey {
-    #[serde(rename = "type")]
-    Kind,
-    #[serde(rename = "msg_id")]
-    MsgId,
-    #[serde(other)]
-    Other,
-}
-
-impl<'de> Deserialize<'de> for BodyHead<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BodyHeadVisitor;
-        impl<'de> Visitor<'de> for BodyHeadVisitor {
-            type Value = BodyHead<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a body object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodyHead<'de>, A::Error> {
-                let mut head = BodyHead::default();
-                while let Some(key) = map.next_key()? {
-                    match key {
-                        BodyHeadKey::Kind => head.kind.read(&mut map)?,
-                        BodyHeadKey::MsgId => head.msg_id.read(&mut map)?,
-                        BodyHeadKey::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
+impl<'de> BodyHead<'de> {
+    fn read<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut head = BodyHead {
+            fields: BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS)),
+            ..BodyHead::default()
+        };
+        while let Some(BorrowedStr(key)) = map.next_key()? {
+            match key.as_ref() {
+                "type" => head.kind.read(&mut map)?,
+                "msg_id" => head.msg_id.read(&mut map)?,
+                _ => {
+                    let value = map.next_value()?;
+                    head.fields.0.push((key, value));
                 }
-                Ok(head)
             }
         }
-        deserializer.deserialize_map(BodyHeadVisitor)
+        Ok(head)
     }
 }
 
@@ -264,13 +365,13 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
         .body
         .once()
         .map_err(|()| Rejected::Unaddressable("\"body\" appears more than once".into()))?;
-    let body = match body {
-        Some(body) if body.get().starts_with('{') => body,
-        Some(_) => return Err(Rejected::Unaddressable("\"body\" is not an object".into())),
+    let head = match body {
+        Some(Body::Object(head)) => head,
+        Some(Body::NotObject) => {
+            return Err(Rejected::Unaddressable("\"body\" is not an object".into()));
+        }
         None => return Err(Rejected::Unaddressable("message has no \"body\"".into())),
     };
-    let head: BodyHead = serde_json::from_str(body.get())
-        .map_err(|err| Rejected::Unaddressable(format!("body is not valid: {err}")))?;
     let (dest, dest_error) = match envelope.dest.once() {
         Ok(None) => (None, None),
         Ok(Some(raw)) => match serde_json::from_str::<Option<Cow<str>>>(raw.get()) {
@@ -326,7 +427,7 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
         dest,
         msg_id,
         kind,
-        body,
+        fields: head.fields,
     })
 }
 
@@ -338,12 +439,10 @@ pub fn node_id_hint(message: &[u8]) -> Option<String> {
         node_id: String,
     }
     match parse_request(message) {
-        Ok(request) if request.kind == "init" => {
-            match serde_json::from_str::<InitBody>(request.body.get()) {
-                Ok(init) => Some(init.node_id),
-                Err(_) => request.dest.map(Cow::into_owned),
-            }
-        }
+        Ok(request) if request.kind == "init" => match request.parse_body::<InitBody>() {
+            Ok(init) => Some(init.node_id),
+            Err(_) => request.dest.map(Cow::into_owned),
+        },
         Ok(request) => request.dest.map(Cow::into_owned),
         Err(Rejected::Malformed { dest, .. }) => dest.map(Cow::into_owned),
         Err(Rejected::Unaddressable(_)) => None,
@@ -478,7 +577,7 @@ mod tests {
         assert_eq!(request.dest.as_deref(), Some("n1"));
         assert_eq!(request.msg_id, Some(7));
         assert_eq!(request.kind, "get_user");
-        assert!(request.body.get().contains("\"user_id\":1"));
+        assert_eq!(request.fields.get("user_id").map(RawValue::get), Some("1"));
     }
 
     #[test]
