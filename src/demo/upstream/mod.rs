@@ -291,3 +291,50 @@ async fn flush_logs() {
         crate::diagnostics::flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(flags: &[&str]) -> Args {
+        let argv = std::iter::once("demo-upstream").chain(flags.iter().copied());
+        Command::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_control_listener_defaults_to_the_next_port_or_any_port_beside_port_0() {
+        let control = |flags: &[&str]| args(flags).control_address();
+        assert_eq!(
+            control(&["--listen", "127.0.0.1:9001"]),
+            Ok("127.0.0.1:9002".parse().unwrap())
+        );
+        assert_eq!(
+            control(&["--listen", "0.0.0.0:0"]),
+            Ok("0.0.0.0:0".parse().unwrap())
+        );
+        assert_eq!(
+            control(&["--listen", "127.0.0.1:1", "--control-listen", "127.0.0.1:7"]),
+            Ok("127.0.0.1:7".parse().unwrap())
+        );
+        let err = control(&["--listen", "127.0.0.1:65535"]).unwrap_err();
+        assert!(err.contains("--control-listen"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let args = args(&[]);
+        assert_eq!(args.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(args.workers, DEFAULT_WORKERS);
+        assert_eq!(
+            args.control_address(),
+            Ok("127.0.0.1:9002".parse().unwrap())
+        );
+    }
+}
