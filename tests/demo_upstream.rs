@@ -628,6 +628,24 @@ fn sigterm_and_sigint_exit_0_promptly_even_with_a_request_held() {
 }
 
 #[test]
+fn log_level_filters_stderr_and_an_invalid_one_exits_2() {
+    let quiet = DemoUpstream::builder()
+        .args(["--log-level", "warn"])
+        .spawn();
+    quiet.set_faults(json!({"mode": "error"}));
+    quiet.signal("TERM");
+    let exited = quiet.wait();
+    assert!(exited.status.success(), "{exited:?}");
+    assert!(!exited.stderr.contains("faults set"), "{exited:?}");
+
+    let exited = DemoUpstream::builder()
+        .env("GRACE_DEMO_LOG_LEVEL", "a=b=c")
+        .run_to_exit();
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert!(exited.stderr.contains("log level"), "{exited:?}");
+}
+
+#[test]
 fn help_documents_the_contract() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_grace"))
         .args(["demo-upstream", "--help"])
