@@ -8,7 +8,7 @@
 //! sets faults (refused connections, error statuses, hung requests,
 //! latency, a failure rate) and reports what the main listener saw. It is
 //! also the "upstream alone" baseline the gateway's throughput is measured
-//! against, so the request path takes no lock and allocates little.
+//! against, so a read takes no exclusive lock and allocates little.
 //!
 //! - [`api`]: routes, ids and answers (no I/O);
 //! - [`faults`]: fault settings and the verdict on each request (no I/O);
