@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test file uses its own share of the helpers
 
+pub mod upstream;
+
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
