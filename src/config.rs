@@ -193,7 +193,9 @@ impl Policies {
         BreakerConfig {
             failure_threshold: Some(self.failure_threshold),
             open_timeout: Duration::from_millis(self.open_timeout_ms),
-            open_timeout_max: Duration::from_millis(self.open_timeout_max_ms.max(self.open_timeout_ms)),
+            open_timeout_max: Duration::from_millis(
+                self.open_timeout_max_ms.max(self.open_timeout_ms),
+            ),
             failure_rate_threshold: self.failure_rate_threshold,
             slow_call_rate_threshold: self.slow_call_rate_threshold,
             slow_call_duration: Duration::from_millis(self.slow_call_duration_ms),

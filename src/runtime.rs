@@ -15,15 +15,15 @@
 //! more is read after it, so a writer that never stops cannot keep the node
 //! alive or make it buffer without bound.
 
-use crate::demo::DemoData;
 use crate::config::Config;
-use crate::maelstrom::node::InProcessNode;
-use crate::protocol::reply::UNNAMED_NODE_ID;
-use crate::protocol::{self, Rejected, framing::Frame, framing::Framer};
 use crate::core::queue::RecoveredQueue;
 use crate::core::queue::journal::{
     self, EarlierOrders, JournalInfo, JournalOpening, SqliteJournal, UnjournaledOrders,
 };
+use crate::demo::DemoData;
+use crate::maelstrom::node::InProcessNode;
+use crate::protocol::reply::UNNAMED_NODE_ID;
+use crate::protocol::{self, Rejected, framing::Frame, framing::Framer};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -245,7 +245,8 @@ impl Runtime {
                     }
                     Ok(read) => {
                         self.feed(&buffer[..read]);
-                        let output_waiting = self.node.as_ref().map_or(0, |node| node.node.output_len());
+                        let output_waiting =
+                            self.node.as_ref().map_or(0, |node| node.node.output_len());
                         if output_waiting >= WRITE_BATCH_BYTES {
                             self.commit_and_write()?;
                         }
@@ -350,12 +351,11 @@ impl Runtime {
         } else {
             UnjournaledOrders::Refused
         };
-        let opening =
-            journal::open_journal(
-                &self.config.policies.data_dir,
-                node_id,
-                self.config.policies.order_history,
-            );
+        let opening = journal::open_journal(
+            &self.config.policies.data_dir,
+            node_id,
+            self.config.policies.order_history,
+        );
         let (info, recovered) = match opening {
             JournalOpening::Writable { journal, recovered } => {
                 tracing::info!(journal = %journal.path().display(), "durable queue opened");

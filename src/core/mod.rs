@@ -26,16 +26,16 @@ pub use call::{Call, CallFailure, CallId, CallRequest, CallResult, Delivery, Res
 pub use service::{ServiceId, ServiceSpec, Services};
 pub use writes::{NewWrite, RepeatPolicy, WriteOutcome, WriteSnapshot};
 
+use crate::planted_bug::{PlantedBug, is_planted};
 use breaker::{BreakerState, CallVerdict, CircuitBreaker, Permit, Refusal, Transition};
 use cache::{CachedCopy, FallbackCache, ServiceKey};
-use crate::planted_bug::{PlantedBug, is_planted};
 use load_mode::{LoadShedder, ModePolicy};
 use queue::{QueueConfig, WriteQueue};
 use slab::Slab;
-use writes::{WritePurpose, WriteState};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use writes::{WritePurpose, WriteState};
 
 /// Breaker transitions kept per service for `status` pages.
 pub const RECENT_TRANSITIONS: usize = 16;
@@ -134,7 +134,10 @@ pub enum Outcome {
     Write(WriteOutcome),
     /// An operator's `process_queue` run ended: writes it delivered, and
     /// writes still pending.
-    QueueProcessed { processed: usize, remaining: usize },
+    QueueProcessed {
+        processed: usize,
+        remaining: usize,
+    },
 }
 
 /// A breaker transition, when it happened, for whoever watches.
@@ -268,11 +271,7 @@ impl<W, P> Core<W, P> {
             outgoing: VecDeque::new(),
             outcomes: VecDeque::new(),
             shedder: LoadShedder::new(&config.modes),
-            writes: WriteState::new(
-                queue,
-                service_count,
-                config.result_id,
-            ),
+            writes: WriteState::new(queue, service_count, config.result_id),
             recorded_transitions: None,
         }
     }
@@ -484,7 +483,9 @@ impl<W, P> Core<W, P> {
                 };
                 self.outcomes.push_back((waiter, Outcome::Sent(outcome)));
             }
-            Purpose::Write(purpose) => self.complete_write(call.service, purpose, result, failed, now),
+            Purpose::Write(purpose) => {
+                self.complete_write(call.service, purpose, result, failed, now)
+            }
         }
     }
 
@@ -498,7 +499,9 @@ impl<W, P> Core<W, P> {
         now: Instant,
     ) {
         let cause = match result {
-            CallResult::Answered(response) if !failed && is_planted(PlantedBug::CacheWhileServiceUp) => {
+            CallResult::Answered(response)
+                if !failed && is_planted(PlantedBug::CacheWhileServiceUp) =>
+            {
                 // A planted bug: the cache answers although the service did.
                 match self.cache.fallback(service, key.key(), now) {
                     Some(copy) => {

@@ -31,9 +31,8 @@ impl World {
             ..ServiceSpec::named("user")
         });
         let core = Core::new(CoreConfig {
-            services,
             cache_capacity: 100,
-            modes: ModePolicy::default(),
+            ..CoreConfig::new(services)
         });
         World {
             core,

@@ -169,7 +169,10 @@ impl<W, P> Core<W, P> {
             .filter(|write| write.status == WriteStatus::Queued)
             .count();
         if pending > 0 {
-            tracing::info!(pending, "resuming delivery of queued writes from the journal");
+            tracing::info!(
+                pending,
+                "resuming delivery of queued writes from the journal"
+            );
         }
         for service in recovered
             .writes
@@ -211,7 +214,8 @@ impl<W, P> Core<W, P> {
                         } else {
                             WriteOutcome::Repeat(snapshot)
                         };
-                        self.outcomes.push_back((waiter_back, Outcome::Write(outcome)));
+                        self.outcomes
+                            .push_back((waiter_back, Outcome::Write(outcome)));
                         return;
                     }
                     return self.arrive(waiter_back, service, write, now);
@@ -235,15 +239,23 @@ impl<W, P> Core<W, P> {
 
     /// Adds `waiter` to a write of `key` that is in flight or waiting in a
     /// lane (or answers it `InFlight`); gives the waiter back if none is.
-    fn join_write_in_progress(&mut self, key: &str, waiter: W, repeat: RepeatPolicy) -> Result<(), W> {
-        let direct = self.calls.iter_mut().find_map(|(_, call)| match &mut call.purpose {
-            Purpose::Write(WritePurpose::Direct { waiters, accepted })
-                if accepted.idempotency_key.as_deref() == Some(key) =>
-            {
-                Some(waiters)
-            }
-            _ => None,
-        });
+    fn join_write_in_progress(
+        &mut self,
+        key: &str,
+        waiter: W,
+        repeat: RepeatPolicy,
+    ) -> Result<(), W> {
+        let direct = self
+            .calls
+            .iter_mut()
+            .find_map(|(_, call)| match &mut call.purpose {
+                Purpose::Write(WritePurpose::Direct { waiters, accepted })
+                    if accepted.idempotency_key.as_deref() == Some(key) =>
+                {
+                    Some(waiters)
+                }
+                _ => None,
+            });
         let waiting = direct.or_else(|| {
             self.writes.lanes.iter_mut().find_map(|lane| {
                 lane.arrivals
@@ -257,10 +269,9 @@ impl<W, P> Core<W, P> {
         };
         match repeat {
             RepeatPolicy::AwaitFirst => waiters.more.push(waiter),
-            RepeatPolicy::Conflict => {
-                self.outcomes
-                    .push_back((waiter, Outcome::Write(WriteOutcome::InFlight)))
-            }
+            RepeatPolicy::Conflict => self
+                .outcomes
+                .push_back((waiter, Outcome::Write(WriteOutcome::InFlight))),
         }
         Ok(())
     }
@@ -305,7 +316,8 @@ impl<W, P> Core<W, P> {
     pub fn snapshot(&self, write: &StoredWrite) -> WriteSnapshot {
         WriteSnapshot {
             position: self.writes.queue.position(write.request_id),
-            durable: self.writes.journal.durable || self.writes.queue.is_from_journal(write.request_id),
+            durable: self.writes.journal.durable
+                || self.writes.queue.is_from_journal(write.request_id),
             write: write.clone(),
         }
     }
@@ -353,7 +365,13 @@ impl<W, P> Core<W, P> {
                 let purpose = Purpose::Write(WritePurpose::Delivery {
                     request_id: delivery.request_id,
                 });
-                let id = self.start_call(service, permit, CallRequest::Deliver(delivery), purpose, now);
+                let id = self.start_call(
+                    service,
+                    permit,
+                    CallRequest::Deliver(delivery),
+                    purpose,
+                    now,
+                );
                 self.writes.lanes[index].in_flight = Some(id);
             }
             // The breaker holds the line; its reopening wakes it.
@@ -469,9 +487,11 @@ impl<W, P> Core<W, P> {
                 Some(response) => {
                     let result_id = (self.writes.result_id)(&response);
                     tracing::debug!(request_id, "queued write delivered");
-                    self.writes
-                        .queue
-                        .record_delivered(request_id, result_id, StoredResponse::of(&response));
+                    self.writes.queue.record_delivered(
+                        request_id,
+                        result_id,
+                        StoredResponse::of(&response),
+                    );
                     if self.writes.lanes[service.index()].forced {
                         self.writes.run_delivered += 1;
                     }
@@ -562,7 +582,11 @@ impl<W, P> Core<W, P> {
     /// calls through).
     pub(super) fn next_write_deadline(&self) -> Option<Instant> {
         if !self.writes.queue.has_pending()
-            && self.writes.lanes.iter().all(|lane| lane.arrivals.is_empty())
+            && self
+                .writes
+                .lanes
+                .iter()
+                .all(|lane| lane.arrivals.is_empty())
         {
             return None;
         }
@@ -574,7 +598,11 @@ impl<W, P> Core<W, P> {
                 let arrival = lane.arrivals.front().map(|arrival| arrival.deadline);
                 let state = &self.services[index];
                 let delivery = (lane.in_flight.is_none())
-                    .then(|| self.writes.queue.next_attempt_at(ServiceId::from_index(index)))
+                    .then(|| {
+                        self.writes
+                            .queue
+                            .next_attempt_at(ServiceId::from_index(index))
+                    })
                     .flatten()
                     .map(|due| match state.breaker.reopens_at() {
                         Some(reopens) => due.max(reopens),

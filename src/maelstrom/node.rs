@@ -142,11 +142,7 @@ impl Addressing<'_> {
 
 /// The reply's `src`: this node's `init` id, else the request's `dest`.
 fn reply_source<'a>(state: &'a NodeState, dest: Option<&'a str>) -> &'a str {
-    state
-        .node_id
-        .as_deref()
-        .or(dest)
-        .unwrap_or(UNNAMED_NODE_ID)
+    state.node_id.as_deref().or(dest).unwrap_or(UNNAMED_NODE_ID)
 }
 
 /// A request waiting for the core.

@@ -720,7 +720,12 @@ fn count_quotes(bytes: &[u8]) -> usize {
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
         count += byte_mask(word, b'"').count_ones() as usize;
     }
-    count + chunks.remainder().iter().filter(|&&byte| byte == b'"').count()
+    count
+        + chunks
+            .remainder()
+            .iter()
+            .filter(|&&byte| byte == b'"')
+            .count()
 }
 
 /// [`object_end`] for a line with backslashes, which may escape quotes.
@@ -742,8 +747,10 @@ fn object_end_with_escapes(line: &[u8]) -> Option<usize> {
             }
         };
         // Padding zeros match none of these.
-        let mut interesting =
-            byte_mask(word, b'"') | byte_mask(word, b'\\') | byte_mask(word, b'{') | byte_mask(word, b'}');
+        let mut interesting = byte_mask(word, b'"')
+            | byte_mask(word, b'\\')
+            | byte_mask(word, b'{')
+            | byte_mask(word, b'}');
         if std::mem::take(&mut escaped) {
             interesting &= !0x80;
         }

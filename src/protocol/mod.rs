@@ -54,8 +54,14 @@ impl<'a> BodyFields<'a> {
             .map(|&(_, value)| value)
     }
 
-    fn deserializer(&self) -> MapDeserializer<'a, impl Iterator<Item = (&str, RawField<'a>)>, serde_json::Error> {
-        MapDeserializer::new(self.0.iter().map(|(name, value)| (name.as_ref(), RawField(value))))
+    fn deserializer(
+        &self,
+    ) -> MapDeserializer<'a, impl Iterator<Item = (&str, RawField<'a>)>, serde_json::Error> {
+        MapDeserializer::new(
+            self.0
+                .iter()
+                .map(|(name, value)| (name.as_ref(), RawField(value))),
+        )
     }
 }
 
@@ -119,7 +125,10 @@ impl<'de> Deserializer<'de> for RawField<'de> {
     }
 
     /// A field no handler reads costs nothing more.
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
+    fn deserialize_ignored_any<V: Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error> {
         visitor.visit_unit()
     }
 }

@@ -54,7 +54,11 @@ pub fn write_envelope_head(out: &mut Vec<u8>, node_id: &str, client: &str) {
 /// do the same through a slower map serializer). `T` is one of grace's own
 /// type names, plain ASCII, written as it is.
 pub fn write_body<B: ReplyBody>(out: &mut Vec<u8>, in_reply_to: Option<u64>, fields: &B) {
-    debug_assert!(B::TYPE.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_'));
+    debug_assert!(
+        B::TYPE
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    );
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(B::TYPE.as_bytes());
     out.push(b'"');
@@ -66,7 +70,11 @@ pub fn write_body<B: ReplyBody>(out: &mut Vec<u8>, in_reply_to: Option<u64>, fie
     // Serializing plain structs of strings, numbers and raw JSON into a Vec
     // cannot fail.
     serde_json::to_writer(&mut *out, fields).expect("reply serializes");
-    debug_assert_eq!(out.get(fields_start), Some(&b'{'), "a reply body is an object");
+    debug_assert_eq!(
+        out.get(fields_start),
+        Some(&b'{'),
+        "a reply body is an object"
+    );
     if out.len() == fields_start + 2 {
         // `{}`: no fields of its own.
         out.truncate(fields_start);

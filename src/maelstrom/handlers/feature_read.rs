@@ -145,8 +145,14 @@ pub fn start(kind: Kind, request: &Request<'_>, ctx: &mut Ctx<'_>) -> Option<sup
         _ => String::new(),
     };
     let call = DemoCall::new(demo_request);
-    ctx.core
-        .read(ctx.waiter, product, key.as_bytes(), call, Sharing::Coalesce, ctx.now);
+    ctx.core.read(
+        ctx.waiter,
+        product,
+        key.as_bytes(),
+        call,
+        Sharing::Coalesce,
+        ctx.now,
+    );
     Some(super::Waiting::FeatureRead(Waiting { kind, subject }))
 }
 

@@ -6,8 +6,8 @@
 //! answer is then code 11, with the reason.
 
 use super::Ctx;
-use crate::core::queue::journal::EarlierOrders;
 use crate::core::queue::RequestId;
+use crate::core::queue::journal::EarlierOrders;
 use crate::protocol::reply::ReplyBody;
 use crate::protocol::{Request, RequestError};
 use serde::{Deserialize, Serialize};

@@ -3,8 +3,8 @@
 //! and their reply's keys (`user`/`from_cache` with the circuit's state;
 //! the seed's `product`/`_cached`).
 
-use super::forced_failures::Forcing;
 use super::Ctx;
+use super::forced_failures::Forcing;
 use crate::core::breaker::BreakerState;
 use crate::core::{Outcome, ReadOutcome, ServiceId, Sharing};
 use crate::demo::in_process::{DemoCall, DemoRequest};
@@ -137,7 +137,14 @@ fn read(waiting: &Waiting, ctx: &mut Ctx<'_>) {
         Sharing::Coalesce
     };
     let service = waiting.kind.service(ctx);
-    ctx.core.read(ctx.waiter, service, waiting.key.as_bytes(), call, sharing, ctx.now);
+    ctx.core.read(
+        ctx.waiter,
+        service,
+        waiting.key.as_bytes(),
+        call,
+        sharing,
+        ctx.now,
+    );
 }
 
 pub fn resume(mut waiting: Waiting, outcome: Outcome, ctx: &mut Ctx<'_>) -> Option<super::Waiting> {

@@ -2,17 +2,17 @@
 //! is switched off, each breaker, the cache and the queue.
 
 use super::Ctx;
+use crate::core::Core;
 use crate::core::ServiceId;
 use crate::core::breaker::BreakerState;
 use crate::core::load_mode::Mode;
 use crate::core::queue::journal::UnjournaledOrders;
-use crate::core::Core;
 use crate::demo::in_process::DemoCall;
 use crate::maelstrom::node::{NodeState, Waiter};
 use crate::protocol::reply::ReplyBody;
-use std::time::Instant;
 use serde::Serialize;
 use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Serialize)]
 pub struct Status<'a> {

@@ -95,7 +95,10 @@ impl<'a> Ctx<'a> {
     /// Writes a reply whose body borrows the core or the node's state (a
     /// status, the features switched off): `build` gets them and a
     /// [`BodyWriter`] to write the body with.
-    pub fn reply_with(&mut self, build: impl FnOnce(&Core<Waiter, DemoCall>, &NodeState, BodyWriter<'_>)) {
+    pub fn reply_with(
+        &mut self,
+        build: impl FnOnce(&Core<Waiter, DemoCall>, &NodeState, BodyWriter<'_>),
+    ) {
         if self.addressing.drops_reply() {
             return;
         }
@@ -167,7 +170,9 @@ pub fn start(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Option<Waiting> {
         "get_product" => get_record::start(get_record::Kind::Product, request, ctx),
         "set_mode" => replied!(set_mode::handle(request, ctx)),
         "set_feature" => replied!(set_feature::handle(request, ctx)),
-        "get_recommendations" => feature_read::start(feature_read::Kind::Recommendations, request, ctx),
+        "get_recommendations" => {
+            feature_read::start(feature_read::Kind::Recommendations, request, ctx)
+        }
         "search" => feature_read::start(feature_read::Kind::Search, request, ctx),
         "get_reviews" => feature_read::start(feature_read::Kind::Reviews, request, ctx),
         "set_service_health" => answer!(set_service_health::handle(request, ctx)),

@@ -21,7 +21,12 @@ impl ReplyBody for ServiceHealth {
 pub fn handle(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Result<ServiceHealth, RequestError> {
     let health: ServiceHealth = request.parse_body()?;
     let Ok(service) = ctx.core.services().id(&health.service) else {
-        let known: Vec<&str> = ctx.core.services().iter().map(|(_, spec)| spec.name.as_str()).collect();
+        let known: Vec<&str> = ctx
+            .core
+            .services()
+            .iter()
+            .map(|(_, spec)| spec.name.as_str())
+            .collect();
         return Err(RequestError::malformed(format!(
             "service: unknown service {:?}, expected one of {}",
             health.service,
