@@ -671,6 +671,8 @@ fn zero_retry_delay_with_huge_attempt_counts_answers_every_request_promptly() {
         "one step attempts an order at most once: {queue}"
     );
     assert!(started.elapsed() < WITHIN, "took {:?}", started.elapsed());
+    node.finish().assert_clean_exit();
+}
 
 // ---------------------------------------------------------------------------
 // Framing: every valid JSON object is read, however it is laid out, in time
