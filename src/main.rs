@@ -1,5 +1,5 @@
-//! The `grace` binary: parse flags, set up logging, run the node (or the
-//! program a subcommand names).
+//! The `grace` binary: parse flags, set up logging, run the Maelstrom node
+//! (or the program a subcommand names).
 
 use clap::Parser;
 use grace::cli::{Cli, Command};
@@ -9,7 +9,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match &cli.node.policies.log_level {
+    let log_level = match &cli.command {
+        None => cli.node.policies.log_level.as_deref(),
+        Some(Command::Serve(args)) => args.policies.log_level.as_deref(),
+        Some(Command::DemoUpstream(args)) => args.log_level.as_deref(),
+    };
+    let filter = match log_level {
         Some(level) => EnvFilter::try_new(level),
         None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
     };
@@ -20,17 +25,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(|| grace::diagnostics::BufferedStderr)
+    let logger = tracing_subscriber::fmt()
         .with_ansi(std::io::stderr().is_terminal())
-        // A closed stderr must not take the node down: drop the log line.
+        // A closed stderr must not take grace down: drop the log line.
         .log_internal_errors(false)
-        .with_env_filter(filter)
-        .init();
-    let status = match cli.command {
-        None => grace::runtime::run(cli.node),
-        Some(Command::DemoUpstream(args)) => grace::demo::upstream::run(args),
-    };
-    grace::diagnostics::flush();
-    status
+        .with_env_filter(filter);
+    match cli.command {
+        None => {
+            // The node writes its log lines in blocks with its replies.
+            logger
+                .with_writer(|| grace::diagnostics::BufferedStderr)
+                .init();
+            let status = grace::runtime::run(cli.node);
+            grace::diagnostics::flush();
+            status
+        }
+        Some(Command::Serve(args)) => {
+            logger.with_writer(std::io::stderr).init();
+            grace::gateway::run(args)
+        }
+        Some(Command::DemoUpstream(args)) => {
+            logger.with_writer(std::io::stderr).init();
+            grace::demo::upstream::run(args)
+        }
+    }
 }

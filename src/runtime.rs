@@ -17,9 +17,7 @@
 
 use crate::config::Config;
 use crate::core::queue::RecoveredQueue;
-use crate::core::queue::journal::{
-    self, EarlierOrders, JournalInfo, JournalOpening, SqliteJournal, UnjournaledOrders,
-};
+use crate::core::queue::journal::{self, JournalInfo, SqliteJournal, UnjournaledOrders};
 use crate::demo::DemoData;
 use crate::maelstrom::node::InProcessNode;
 use crate::protocol::reply::UNNAMED_NODE_ID;
@@ -346,62 +344,15 @@ impl Runtime {
     /// Opens the journal of `node_id`, keeps it when it can be written, and
     /// says what the node may promise with it.
     fn open_journal(&mut self, node_id: &str) -> (JournalInfo, RecoveredQueue) {
-        let unjournaled = if self.config.policies.volatile_queue {
-            UnjournaledOrders::KeptInMemory
-        } else {
-            UnjournaledOrders::Refused
-        };
-        let opening = journal::open_journal(
-            &self.config.policies.data_dir,
+        let policies = &self.config.policies;
+        let opened = journal::open_for(
+            &policies.data_dir,
             node_id,
-            self.config.policies.order_history,
+            policies.order_history,
+            UnjournaledOrders::when_volatile(policies.volatile_queue),
         );
-        let (info, recovered) = match opening {
-            JournalOpening::Writable { journal, recovered } => {
-                tracing::info!(journal = %journal.path().display(), "durable queue opened");
-                let info = JournalInfo::durable(Some(journal.path().to_path_buf()));
-                self.journal = Some(journal);
-                return (info, recovered);
-            }
-            JournalOpening::ReadOnly {
-                path,
-                recovered,
-                reason,
-            } => {
-                let info = JournalInfo::not_durable(
-                    Some(path),
-                    reason,
-                    EarlierOrders::Visible,
-                    unjournaled,
-                );
-                (info, recovered)
-            }
-            JournalOpening::Unavailable {
-                reason,
-                earlier_orders,
-            } => (
-                JournalInfo::not_durable(None, reason, earlier_orders, unjournaled),
-                RecoveredQueue::default(),
-            ),
-        };
-        let reason = info.degraded_reason.as_deref().unwrap_or_default();
-        match unjournaled {
-            UnjournaledOrders::Refused => tracing::warn!(
-                "queue is not durable: {reason}; orders the order service cannot take now are \
-                 refused with code 11 (--volatile-queue keeps them in memory instead)"
-            ),
-            UnjournaledOrders::KeptInMemory => tracing::warn!(
-                "queue is not durable: {reason}; --volatile-queue: orders the order service \
-                 cannot take now are kept in memory only, lost at exit"
-            ),
-        }
-        if info.earlier_orders == EarlierOrders::Unseen {
-            tracing::warn!(
-                "orders in the journal cannot be seen: get_order answers code 11, not 20, for \
-                 an order it does not know"
-            );
-        }
-        (info, recovered)
+        self.journal = opened.journal;
+        (opened.info, opened.recovered)
     }
 
     /// Commits the burst's journal rows, then writes its replies.

@@ -103,6 +103,17 @@ pub enum UnjournaledOrders {
     KeptInMemory,
 }
 
+impl UnjournaledOrders {
+    /// What `--volatile-queue` asks for.
+    pub fn when_volatile(volatile_queue: bool) -> Self {
+        if volatile_queue {
+            UnjournaledOrders::KeptInMemory
+        } else {
+            UnjournaledOrders::Refused
+        }
+    }
+}
+
 /// Whether the node has seen every order committed under its node id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EarlierOrders {
@@ -191,6 +202,75 @@ pub enum JournalOpening {
         reason: String,
         earlier_orders: EarlierOrders,
     },
+}
+
+/// A journal opened for a front door: the journal itself when it can be
+/// written, what may be promised with it, and what it held.
+pub struct Opened {
+    pub journal: Option<SqliteJournal>,
+    pub info: JournalInfo,
+    pub recovered: RecoveredQueue,
+}
+
+/// Opens the journal of `node_id` for a front door, and says on stderr what
+/// it means when it cannot be written: writes that have to wait are refused
+/// (or, with `--volatile-queue`, kept in memory), and an order it cannot
+/// see is never said not to exist.
+pub fn open_for(
+    data_dir: &Path,
+    node_id: &str,
+    order_history: usize,
+    unjournaled: UnjournaledOrders,
+) -> Opened {
+    let (info, recovered) = match open_journal(data_dir, node_id, order_history) {
+        JournalOpening::Writable { journal, recovered } => {
+            tracing::info!(journal = %journal.path().display(), "durable queue opened");
+            let info = JournalInfo::durable(Some(journal.path().to_path_buf()));
+            return Opened {
+                journal: Some(journal),
+                info,
+                recovered,
+            };
+        }
+        JournalOpening::ReadOnly {
+            path,
+            recovered,
+            reason,
+        } => {
+            let info =
+                JournalInfo::not_durable(Some(path), reason, EarlierOrders::Visible, unjournaled);
+            (info, recovered)
+        }
+        JournalOpening::Unavailable {
+            reason,
+            earlier_orders,
+        } => (
+            JournalInfo::not_durable(None, reason, earlier_orders, unjournaled),
+            RecoveredQueue::default(),
+        ),
+    };
+    let reason = info.degraded_reason.as_deref().unwrap_or_default();
+    match unjournaled {
+        UnjournaledOrders::Refused => tracing::warn!(
+            "queue is not durable: {reason}; writes the service cannot take now are refused \
+             (--volatile-queue keeps them in memory instead)"
+        ),
+        UnjournaledOrders::KeptInMemory => tracing::warn!(
+            "queue is not durable: {reason}; --volatile-queue: writes the service cannot take \
+             now are kept in memory only, lost at exit"
+        ),
+    }
+    if info.earlier_orders == EarlierOrders::Unseen {
+        tracing::warn!(
+            "writes in the journal cannot be seen: a write it does not know is never said not \
+             to exist"
+        );
+    }
+    Opened {
+        journal: None,
+        info,
+        recovered,
+    }
 }
 
 /// Opens the journal of `node_id` under `data_dir` as well as it can be

@@ -25,7 +25,7 @@ pub mod stats;
 use crate::demo::DemoData;
 use api::OrderDesk;
 use server::Upstream;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 /// Where the demo API listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -152,22 +151,8 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let logging = match args.log_level.as_deref().map(log_dispatch).transpose() {
-        Ok(logging) => logging,
-        Err(err) => {
-            eprintln!("grace demo-upstream: invalid log level: {err}");
-            return ExitCode::from(2);
-        }
-    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(args.workers).enable_all();
-    if let Some(dispatch) = logging.clone() {
-        // The binary set up logging before it knew the subcommand; this
-        // program's --log-level applies on every thread it runs.
-        builder.on_thread_start(move || {
-            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
-        });
-    }
     let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -175,26 +160,10 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let serve = || runtime.block_on(serve(args.listen, control_address, data));
-    let status = match &logging {
-        Some(dispatch) => tracing::dispatcher::with_default(dispatch, serve),
-        None => serve(),
-    };
+    let status = runtime.block_on(serve(args.listen, control_address, data));
     // Held requests and open connections end with the process.
     runtime.shutdown_background();
     status
-}
-
-/// A logger at `level`, like the one the binary sets up.
-fn log_dispatch(level: &str) -> Result<tracing::Dispatch, String> {
-    let filter = EnvFilter::try_new(level).map_err(|err| err.to_string())?;
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(|| crate::diagnostics::BufferedStderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .log_internal_errors(false)
-        .with_env_filter(filter)
-        .finish();
-    Ok(tracing::Dispatch::new(subscriber))
 }
 
 /// Binds both listeners, says where they are, serves until a signal.

@@ -1,0 +1,616 @@
+//! The gateway's driver of the core: one task owns the [`Core`], and
+//! everything that touches it is an event on its channel.
+//!
+//! Connection tasks send a request and wait for its [`Answer`]; the
+//! calls the core emits are made by the [`Upstreams`] (over HTTP in tasks
+//! of their own, or in-process for the demo services), whose results come
+//! back as events with the time they ended; the engine sleeps until
+//! [`Core::poll_timeout`] when nothing arrives. Answers that promise
+//! something about the queue (a `202`, a repeat of a queued write) go out
+//! only after the journal rows of their batch are committed, on the
+//! journal's own thread ([`super::commits`]); the rest go out at once.
+//!
+//! The engine is the only place where the gateway's state changes, so
+//! there are no locks around the core, and what the admin listener shows
+//! is a consistent snapshot.
+
+use super::commits::{CommitJob, Commits};
+use super::config::{Fallback, GatewayConfig};
+use super::exchange::{self, StoredRequest};
+use super::metrics::Metrics;
+use super::status::{self, StatusView};
+use super::upstream::{HttpCall, Upstreams};
+use crate::core::breaker::BreakerState;
+use crate::core::load_mode::{FeatureId, Mode};
+use crate::core::queue::journal::JournalInfo;
+use crate::core::queue::{RecoveredQueue, StoredWrite};
+use crate::core::{
+    CallId, CallResult, Core, CoreConfig, NewWrite, Outcome, ReadOutcome, RepeatPolicy,
+    SendOutcome, ServiceId, Services, Sharing, WriteOutcome, WriteSnapshot,
+};
+use bytes::Bytes;
+use http::header::HeaderName;
+use http::{HeaderMap, Method};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Events waiting for the engine before senders wait in turn.
+pub const EVENT_QUEUE: usize = 4096;
+/// Events handled before the engine makes calls and sends answers.
+const EVENTS_PER_BATCH: usize = 256;
+
+/// A client's request, as the engine needs it.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Index of the route it took.
+    pub route: usize,
+    pub method: Method,
+    pub path_and_query: String,
+    /// The client's headers.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub client: IpAddr,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// What a client's request came to.
+#[derive(Debug)]
+pub enum Answer {
+    Read(ReadOutcome, BreakerState),
+    Sent(SendOutcome, BreakerState),
+    Write {
+        outcome: WriteOutcome,
+        circuit: BreakerState,
+        /// The id the write was given (for its `202` and `Location`).
+        public_id: String,
+        /// The fingerprint of this request (a repeat must match the first's).
+        fingerprint: String,
+    },
+    /// The route's feature is switched off.
+    Degraded,
+    /// The engine stopped (shutdown, or the journal failed).
+    Stopped(String),
+}
+
+/// What an operator asks through the admin listener.
+#[derive(Debug)]
+pub enum AdminRequest {
+    Status(oneshot::Sender<StatusView>),
+    /// `mode`: `normal`, `degraded`, `critical` or `auto`; `cpu_usage`
+    /// overrides one sample.
+    SetMode {
+        mode: Option<String>,
+        cpu_usage: Option<f64>,
+        reply: oneshot::Sender<Result<StatusView, String>>,
+    },
+    SetFeature {
+        feature: String,
+        enabled: bool,
+        reply: oneshot::Sender<Result<StatusView, String>>,
+    },
+    ProcessQueue(oneshot::Sender<(usize, usize)>),
+    /// A queued write by its public id (`GET /grace/requests/{id}`).
+    Write {
+        public_id: String,
+        reply: oneshot::Sender<Option<WriteSnapshot>>,
+    },
+}
+
+/// Everything that reaches the engine.
+#[derive(Debug)]
+pub enum Event {
+    Request(Box<Incoming>),
+    Completed {
+        id: CallId,
+        result: CallResult,
+        service: ServiceId,
+        took: Duration,
+    },
+    /// An answer of `route` varied on headers its cache key did not hold.
+    LearnVary {
+        route: usize,
+        names: Vec<HeaderName>,
+    },
+    Admin(AdminRequest),
+    /// The machine's CPU use, in percent, over the last sample.
+    CpuSample(f64),
+}
+
+/// Who waits for a core outcome.
+#[derive(Debug)]
+pub enum Waiter {
+    Client {
+        reply: oneshot::Sender<Answer>,
+        service: ServiceId,
+        /// For writes: the id given and the request's fingerprint.
+        write: Option<(String, String)>,
+    },
+    QueueRun(oneshot::Sender<(usize, usize)>),
+}
+
+/// A route as the engine runs it.
+struct RouteRuntime {
+    service: ServiceId,
+    fallback: Fallback,
+    feature: Option<FeatureId>,
+    /// Request headers this route's answers vary on (learned).
+    vary: Vec<HeaderName>,
+}
+
+/// The engine's state.
+pub struct Engine {
+    core: Core<Waiter, HttpCall>,
+    routes: Vec<RouteRuntime>,
+    upstreams: Upstreams,
+    commits: Option<Commits>,
+    /// Whether the mode follows the sampled CPU use (from `PUT /mode`
+    /// `{"mode": "auto"}`; grace starts in `normal`, so a busy machine
+    /// switches nothing off until the operator asks for it).
+    auto_mode: bool,
+    metrics: std::sync::Arc<Metrics>,
+    events: mpsc::Sender<Event>,
+    started: Instant,
+}
+
+impl Engine {
+    /// An engine over `config`'s services and routes.
+    pub fn new(
+        config: &GatewayConfig,
+        core_config: CoreConfig,
+        upstreams: Upstreams,
+        metrics: std::sync::Arc<Metrics>,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
+        let mut core: Core<Waiter, HttpCall> = Core::new(core_config);
+        // The metrics count every transition.
+        core.record_transitions(true);
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| RouteRuntime {
+                service: core
+                    .services()
+                    .id(&route.service)
+                    .expect("checked by the configuration"),
+                fallback: route.fallback,
+                feature: route.feature.as_deref().map(|name| {
+                    core.shedder()
+                        .feature(name)
+                        .expect("route features are configured")
+                }),
+                vary: Vec::new(),
+            })
+            .collect();
+        Engine {
+            core,
+            routes,
+            upstreams,
+            commits: None,
+            auto_mode: false,
+            metrics,
+            events,
+            started: Instant::now(),
+        }
+    }
+
+    /// The services of a gateway configuration, for the core.
+    pub fn services(config: &GatewayConfig) -> Services {
+        let mut services = Services::default();
+        for (name, service) in &config.services {
+            services.add(crate::core::ServiceSpec {
+                name: name.clone(),
+                ..service.spec.clone()
+            });
+        }
+        services
+    }
+
+    /// Resumes the queue from its journal; rows are committed by `commits`
+    /// from now on (none: the queue is not durable).
+    pub fn recover(
+        &mut self,
+        journal: JournalInfo,
+        recovered: RecoveredQueue,
+        commits: Option<Commits>,
+    ) {
+        self.core.recover_queue(journal, recovered, Instant::now());
+        self.commits = commits;
+    }
+
+    /// Runs until every sender of events is gone, then commits what is left.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
+        loop {
+            let deadline = self.core.poll_timeout();
+            let received = match deadline {
+                Some(deadline) => {
+                    tokio::select! {
+                        count = events.recv_many(&mut batch, EVENTS_PER_BATCH) => Some(count),
+                        () = tokio::time::sleep_until(deadline.into()) => None,
+                    }
+                }
+                None => Some(events.recv_many(&mut batch, EVENTS_PER_BATCH).await),
+            };
+            let now = Instant::now();
+            match received {
+                Some(0) => break,
+                Some(_) => {
+                    for event in batch.drain(..) {
+                        self.handle(event, now);
+                    }
+                }
+                None => self.core.handle_timeout(now),
+            }
+            self.settle(now);
+        }
+        let now = Instant::now();
+        self.core.handle_timeout(now);
+        self.settle(now);
+        if let Some(commits) = self.commits.take() {
+            commits.close();
+        }
+    }
+
+    fn handle(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Request(incoming) => self.request(*incoming, now),
+            Event::Completed {
+                id,
+                result,
+                service,
+                took,
+            } => {
+                self.metrics
+                    .upstream_call(self.core.services().name(service), &result, took);
+                self.core.complete(id, result, now);
+            }
+            Event::LearnVary { route, names } => {
+                let vary = &mut self.routes[route].vary;
+                for name in names {
+                    if !vary.contains(&name) {
+                        tracing::info!(route, header = %name, "answers vary on a header: it joins the cache key");
+                        vary.push(name);
+                    }
+                }
+            }
+            Event::Admin(request) => self.admin(request, now),
+            Event::CpuSample(cpu) => {
+                if self.auto_mode {
+                    self.follow_cpu(cpu);
+                }
+            }
+        }
+    }
+
+    fn follow_cpu(&mut self, cpu: f64) {
+        let shedder = self.core.shedder_mut();
+        let before = shedder.mode();
+        let mode = shedder.follow_cpu(cpu);
+        if mode != before {
+            tracing::info!(from = %before, to = %mode, cpu_usage = cpu, "load mode changed");
+        }
+    }
+
+    fn request(&mut self, incoming: Incoming, now: Instant) {
+        let route = &self.routes[incoming.route];
+        let service = route.service;
+        if let Some(feature) = route.feature
+            && !self.core.shedder().is_enabled(feature)
+        {
+            let _ = incoming.reply.send(Answer::Degraded);
+            return;
+        }
+        let headers = exchange::forwarded_request_headers(&incoming.headers, incoming.client);
+        match route.fallback {
+            Fallback::Cache => {
+                let key = exchange::cache_key(
+                    &incoming.method,
+                    &incoming.path_and_query,
+                    &incoming.headers,
+                    &route.vary,
+                );
+                let call = HttpCall {
+                    method: incoming.method,
+                    path_and_query: incoming.path_and_query,
+                    headers,
+                    body: incoming.body,
+                    keep: Some((incoming.route, route.vary.clone())),
+                };
+                let waiter = Waiter::Client {
+                    reply: incoming.reply,
+                    service,
+                    write: None,
+                };
+                self.core
+                    .read(waiter, service, &key, call, Sharing::Coalesce, now);
+            }
+            Fallback::None => {
+                let call = HttpCall {
+                    method: incoming.method,
+                    path_and_query: incoming.path_and_query,
+                    headers,
+                    body: incoming.body,
+                    keep: None,
+                };
+                let waiter = Waiter::Client {
+                    reply: incoming.reply,
+                    service,
+                    write: None,
+                };
+                self.core.send(waiter, service, call, now);
+            }
+            Fallback::Queue => self.write(incoming, headers, now),
+        }
+    }
+
+    fn write(&mut self, incoming: Incoming, mut headers: HeaderMap, now: Instant) {
+        let service = self.routes[incoming.route].service;
+        let fingerprint =
+            exchange::fingerprint(&incoming.method, &incoming.path_and_query, &incoming.body);
+        let client_key = incoming
+            .headers
+            .get(&exchange::IDEMPOTENCY_KEY)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let public_id = exchange::random_id();
+        // The key the upstream deduplicates on: the client's, or one of ours.
+        let delivery_key = client_key
+            .clone()
+            .unwrap_or_else(|| format!("grace-{public_id}"));
+        let scoped_key = match &client_key {
+            Some(key) => format!("{}:{key}", exchange::key_scope(&incoming.headers)),
+            None => format!("grace:{public_id}"),
+        };
+        let stored = StoredRequest::new(
+            &incoming.method,
+            &incoming.path_and_query,
+            &headers,
+            &incoming.body,
+            &delivery_key,
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&delivery_key) {
+            headers.insert(exchange::IDEMPOTENCY_KEY, value);
+        }
+        let write = NewWrite {
+            idempotency_key: scoped_key,
+            fingerprint: Some(fingerprint.clone()),
+            public_id: Some(public_id.clone()),
+            stored: stored.to_json(),
+            direct: HttpCall {
+                method: incoming.method,
+                path_and_query: incoming.path_and_query,
+                headers,
+                body: incoming.body,
+                keep: None,
+            },
+        };
+        let waiter = Waiter::Client {
+            reply: incoming.reply,
+            service,
+            write: Some((public_id, fingerprint)),
+        };
+        self.core
+            .write(waiter, service, write, RepeatPolicy::Conflict, now);
+    }
+
+    fn admin(&mut self, request: AdminRequest, now: Instant) {
+        match request {
+            AdminRequest::Status(reply) => {
+                let _ = reply.send(self.status(now));
+            }
+            AdminRequest::SetMode {
+                mode,
+                cpu_usage,
+                reply,
+            } => {
+                let result = self
+                    .set_mode(mode.as_deref(), cpu_usage)
+                    .map(|()| self.status(now));
+                let _ = reply.send(result);
+            }
+            AdminRequest::SetFeature {
+                feature,
+                enabled,
+                reply,
+            } => {
+                let result = match self.core.shedder().feature(&feature) {
+                    Ok(id) => {
+                        self.core.shedder_mut().set_feature(id, enabled);
+                        tracing::info!(%feature, enabled, "feature kill switch set");
+                        Ok(self.status(now))
+                    }
+                    Err(err) => Err(err.to_string()),
+                };
+                let _ = reply.send(result);
+            }
+            AdminRequest::ProcessQueue(reply) => {
+                self.core.process_queue(Waiter::QueueRun(reply), now)
+            }
+            AdminRequest::Write { public_id, reply } => {
+                let snapshot = self
+                    .core
+                    .queue()
+                    .find_by_public_id(&public_id)
+                    .map(|write| self.core.snapshot(write));
+                let _ = reply.send(snapshot);
+            }
+        }
+    }
+
+    fn set_mode(&mut self, mode: Option<&str>, cpu_usage: Option<f64>) -> Result<(), String> {
+        if let Some(cpu) = cpu_usage
+            && !(0.0..=100.0).contains(&cpu)
+        {
+            return Err(format!(
+                "cpu_usage: must be a percentage from 0 to 100, got {cpu}"
+            ));
+        }
+        let explicit = match mode {
+            None | Some("auto") => None,
+            Some("normal") => Some(Mode::Normal),
+            Some("degraded") => Some(Mode::Degraded),
+            Some("critical") => Some(Mode::Critical),
+            Some(other) => {
+                return Err(format!(
+                    "mode: unknown mode {other:?}, expected normal, degraded, critical or auto"
+                ));
+            }
+        };
+        match explicit {
+            Some(mode) => {
+                self.auto_mode = false;
+                let before = self.core.shedder().mode();
+                self.core.shedder_mut().set_mode(mode, cpu_usage);
+                if mode != before {
+                    tracing::info!(from = %before, to = %mode, "load mode set by the operator");
+                }
+            }
+            None => {
+                self.auto_mode = true;
+                if let Some(cpu) = cpu_usage {
+                    self.follow_cpu(cpu);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, now: Instant) -> StatusView {
+        status::view(&self.core, self.auto_mode, &self.metrics, now, self.started)
+    }
+
+    /// Makes the calls the core emitted and sends the answers it has.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(call) = self.core.poll_call() {
+                progressed = true;
+                if let Some(result) = self.upstreams.start(call.service, &call, &self.events) {
+                    // Answered in-process, at once.
+                    self.core.complete(call.id, result, now);
+                }
+            }
+            let mut held = Vec::new();
+            while let Some((waiter, outcome)) = self.core.poll_outcome() {
+                progressed = true;
+                self.answer(waiter, outcome, &mut held);
+            }
+            let rows = self.core.take_journal_writes();
+            self.commit_then_send(rows, held);
+            if !progressed {
+                break;
+            }
+        }
+        self.metrics.observe_core(&mut self.core);
+    }
+
+    fn answer(
+        &mut self,
+        waiter: Waiter,
+        outcome: Outcome,
+        held: &mut Vec<(oneshot::Sender<Answer>, Answer)>,
+    ) {
+        match (waiter, outcome) {
+            (
+                Waiter::QueueRun(reply),
+                Outcome::QueueProcessed {
+                    processed,
+                    remaining,
+                },
+            ) => {
+                let _ = reply.send((processed, remaining));
+            }
+            (
+                Waiter::Client {
+                    reply,
+                    service,
+                    write,
+                },
+                outcome,
+            ) => {
+                let circuit = self.core.breaker_state(service);
+                let answer = match (outcome, write) {
+                    (Outcome::Read(read), _) => Answer::Read(read, circuit),
+                    (Outcome::Sent(sent), _) => Answer::Sent(sent, circuit),
+                    (Outcome::Write(outcome), Some((public_id, fingerprint))) => {
+                        // Whatever a write is answered must not get ahead of
+                        // the commits before it.
+                        held.push((
+                            reply,
+                            Answer::Write {
+                                outcome,
+                                circuit,
+                                public_id,
+                                fingerprint,
+                            },
+                        ));
+                        return;
+                    }
+                    (other, _) => Answer::Stopped(format!("unexpected outcome {other:?}")),
+                };
+                let _ = reply.send(answer);
+            }
+            (Waiter::QueueRun(_), other) => {
+                tracing::error!(?other, "a queue run got an outcome that is not its totals");
+            }
+        }
+    }
+
+    /// Commits `rows`, then sends `held`, in order with earlier commits.
+    fn commit_then_send(
+        &mut self,
+        rows: Vec<StoredWrite>,
+        held: Vec<(oneshot::Sender<Answer>, Answer)>,
+    ) {
+        if rows.is_empty() && held.is_empty() {
+            return;
+        }
+        match &self.commits {
+            Some(commits) => commits.submit(CommitJob {
+                rows,
+                replies: held,
+            }),
+            None => {
+                for (reply, answer) in held {
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+}
+
+/// Recent answers' latencies, for the status page's percentiles.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    samples: VecDeque<Duration>,
+}
+
+impl LatencyWindow {
+    /// Samples kept per service.
+    const SIZE: usize = 1024;
+
+    pub fn record(&mut self, took: Duration) {
+        if self.samples.len() == Self::SIZE {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(took);
+    }
+
+    /// The `q` quantile (0..=1) of the recent samples.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Some(sorted[index])
+    }
+}
+
+/// Reads the stored request of a queued write back (for deliveries).
+pub fn stored_request(payload: &[u8]) -> Result<StoredRequest, String> {
+    StoredRequest::from_json(payload)
+}

@@ -1,0 +1,300 @@
+//! What the gateway counts, for Prometheus (`GET /metrics`) and the status
+//! page: requests by route and outcome, upstream calls by service and
+//! result with their latency, breaker states and transitions, the cache,
+//! the queue and the mode.
+//!
+//! Counters are updated where things happen (a connection task counts its
+//! request's outcome, a call's result is counted when it reaches the
+//! engine); gauges are read off the core after each batch of events.
+
+use super::engine::LatencyWindow;
+use crate::core::breaker::BreakerState;
+use crate::core::load_mode::Mode;
+use crate::core::{CallFailure, CallResult, Core};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What a client's request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// The service answered.
+    Fresh,
+    /// A last good copy, because the service could not answer.
+    Stale,
+    /// The route's feature is switched off.
+    Degraded,
+    /// A write accepted into the queue (`202`).
+    Queued,
+    /// Nothing to answer with: the service cannot, and there is no copy.
+    Unavailable,
+    /// Refused before reaching a service: no route, a limit, a conflict.
+    Rejected,
+}
+
+impl RequestOutcome {
+    pub const ALL: [RequestOutcome; 6] = [
+        RequestOutcome::Fresh,
+        RequestOutcome::Stale,
+        RequestOutcome::Degraded,
+        RequestOutcome::Queued,
+        RequestOutcome::Unavailable,
+        RequestOutcome::Rejected,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Fresh => "fresh",
+            RequestOutcome::Stale => "stale",
+            RequestOutcome::Degraded => "degraded",
+            RequestOutcome::Queued => "queued",
+            RequestOutcome::Unavailable => "unavailable",
+            RequestOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    service: String,
+    to: String,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    /// The same, summed over routes, for the status page.
+    outcomes: [AtomicU64; 6],
+    calls: Family<CallLabels, Counter>,
+    latency: Family<ServiceLabels, Histogram>,
+    breaker_state: Family<ServiceLabels, Gauge>,
+    transitions: Family<TransitionLabels, Counter>,
+    cache_entries: Gauge,
+    fallbacks_served: Counter,
+    queue_depth: Gauge,
+    dead_letters: Gauge,
+    mode: Gauge,
+    /// Recent call latencies per service, for percentiles.
+    windows: Mutex<HashMap<String, LatencyWindow>>,
+    /// Fallbacks already counted (the core keeps a running total).
+    fallbacks_counted: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("grace");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests by route and outcome",
+            requests.clone(),
+        );
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "upstream_calls",
+            "Calls to upstream services by result",
+            calls.clone(),
+        );
+        let latency = Family::<ServiceLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
+        registry.register(
+            "upstream_call_duration_seconds",
+            "How long upstream calls took",
+            latency.clone(),
+        );
+        let breaker_state = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            "breaker_state",
+            "Circuit breaker state per service: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker transitions per service, by the state entered",
+            transitions.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Copies in the fallback cache",
+            cache_entries.clone(),
+        );
+        let fallbacks_served = Counter::default();
+        registry.register(
+            "cache_fallbacks_served",
+            "Answers served from the fallback cache",
+            fallbacks_served.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth",
+            "Writes waiting in the durable queue",
+            queue_depth.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "queue_dead_letters",
+            "Writes dead-lettered over the journal's life",
+            dead_letters.clone(),
+        );
+        let mode = Gauge::default();
+        registry.register(
+            "mode",
+            "Load mode: 0 normal, 1 degraded, 2 critical",
+            mode.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            outcomes: Default::default(),
+            calls,
+            latency,
+            breaker_state,
+            transitions,
+            cache_entries,
+            fallbacks_served,
+            queue_depth,
+            dead_letters,
+            mode,
+            windows: Mutex::new(HashMap::new()),
+            fallbacks_counted: AtomicU64::new(0),
+        }
+    }
+
+    /// A client's request on `route` ended with `outcome`.
+    pub fn request(&self, route: &str, outcome: RequestOutcome) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                outcome: outcome.as_str().to_string(),
+            })
+            .inc();
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests by outcome so far, summed over routes.
+    pub fn outcome_totals(&self) -> Vec<(&'static str, u64)> {
+        RequestOutcome::ALL
+            .iter()
+            .map(|&outcome| {
+                (
+                    outcome.as_str(),
+                    self.outcomes[outcome as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// A call to `service` ended with `result` after `took`.
+    pub fn upstream_call(&self, service: &str, result: &CallResult, took: Duration) {
+        let label = match result {
+            CallResult::Answered(response) if response.status >= 500 => "server_error",
+            CallResult::Answered(_) => "answered",
+            CallResult::Failed(CallFailure::Refused) => "refused",
+            CallResult::Failed(CallFailure::TimedOut) => "timed_out",
+            CallResult::Failed(CallFailure::Broken(_)) => "broken",
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                service: service.to_string(),
+                result: label.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .observe(took.as_secs_f64());
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.entry(service.to_string()).or_default().record(took);
+    }
+
+    /// The `q` quantile of `service`'s recent call latencies.
+    pub fn latency_quantile(&self, service: &str, q: f64) -> Option<Duration> {
+        let windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.get(service)?.quantile(q)
+    }
+
+    /// Reads the gauges off the core, and counts the transitions it made.
+    pub fn observe_core<W, P>(&self, core: &mut Core<W, P>) {
+        for record in core.take_transitions() {
+            self.transitions
+                .get_or_create(&TransitionLabels {
+                    service: core.services().name(record.service).to_string(),
+                    to: record.transition.to.as_str().to_string(),
+                })
+                .inc();
+        }
+        for (id, spec) in core.services().iter() {
+            let state = match core.breaker_state(id) {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open => 2,
+            };
+            self.breaker_state
+                .get_or_create(&ServiceLabels {
+                    service: spec.name.clone(),
+                })
+                .set(state);
+        }
+        let cache = core.cache();
+        self.cache_entries.set(cache.len() as i64);
+        let served = cache.fallbacks_served();
+        let counted = self.fallbacks_counted.swap(served, Ordering::Relaxed);
+        self.fallbacks_served.inc_by(served.saturating_sub(counted));
+        self.queue_depth.set(core.queue().depth() as i64);
+        self.dead_letters.set(core.queue().dead_letters() as i64);
+        self.mode.set(match core.shedder().mode() {
+            Mode::Normal => 0,
+            Mode::Degraded => 1,
+            Mode::Critical => 2,
+        });
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,268 @@
+//! The gateway's executor of the core's calls: HTTP to real services, or
+//! the built-in demo services in-process.
+//!
+//! An HTTP call runs in a task of its own on a pooled keep-alive client; it
+//! ends by its deadline whatever the upstream does (a hung service costs a
+//! task until then, never a client more than its route's timeout), and its
+//! result goes back to the engine as an event with how long it took. The
+//! answer's hop-by-hop headers are dropped here, and whether it may be kept
+//! as a fallback copy is decided here, where its headers are at hand.
+
+use super::engine::Event;
+use super::exchange::{self, StoredRequest};
+use crate::core::{Call, CallFailure, CallRequest, CallResult, Response, ServiceId, Storage};
+use crate::demo::DemoData;
+use crate::demo::upstream::api::{self, Endpoint, OrderDesk};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Longest upstream answer body read; a longer one is a failed call.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long an idle pooled connection to an upstream is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// What the gateway asks a service for.
+#[derive(Debug)]
+pub struct HttpCall {
+    pub method: Method,
+    pub path_and_query: String,
+    /// End-to-end headers to send (hop-by-hop ones already gone).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// For a GET on a cache route: the route, and the request headers its
+    /// cache key holds (an answer varying on others is not kept).
+    pub keep: Option<(usize, Vec<HeaderName>)>,
+}
+
+/// Where one service's calls go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Http(Uri),
+    Demo,
+}
+
+/// The demo services behind an in-process target.
+struct Demo {
+    data: DemoData,
+    orders: OrderDesk,
+}
+
+/// Every service's target, and the client they share.
+pub struct Upstreams {
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// By service id.
+    targets: Vec<Target>,
+    demo: Arc<Demo>,
+}
+
+impl Upstreams {
+    pub fn new(targets: Vec<Target>, data: DemoData) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(connector);
+        Upstreams {
+            client,
+            targets,
+            demo: Arc::new(Demo {
+                data,
+                orders: OrderDesk::new(exchange::random_id()),
+            }),
+        }
+    }
+
+    /// Makes `call`. An in-process answer is returned at once; an HTTP
+    /// call's result comes back on `events`.
+    pub fn start(
+        &self,
+        service: ServiceId,
+        call: &Call<HttpCall>,
+        events: &mpsc::Sender<Event>,
+    ) -> Option<CallResult> {
+        let request = match outgoing(call) {
+            Ok(request) => request,
+            Err(reason) => return Some(CallResult::Failed(CallFailure::Broken(reason))),
+        };
+        match &self.targets[service.index()] {
+            Target::Demo => Some(self.demo.answer(request)),
+            Target::Http(base) => {
+                let client = self.client.clone();
+                let base = base.clone();
+                let events = events.clone();
+                let (id, deadline) = (call.id, call.deadline);
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let result = match tokio::time::timeout_at(
+                        deadline.into(),
+                        send(&client, &base, request),
+                    )
+                    .await
+                    {
+                        Ok(Sent { result, learned }) => {
+                            if let Some((route, names)) = learned {
+                                let _ = events.send(Event::LearnVary { route, names }).await;
+                            }
+                            result
+                        }
+                        Err(_) => CallResult::Failed(CallFailure::TimedOut),
+                    };
+                    let took = started.elapsed();
+                    let _ = events
+                        .send(Event::Completed {
+                            id,
+                            result,
+                            service,
+                            took,
+                        })
+                        .await;
+                });
+                None
+            }
+        }
+    }
+}
+
+/// A request ready to send.
+struct Outgoing {
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    body: Bytes,
+    keep: Option<(usize, Vec<HeaderName>)>,
+}
+
+/// What a call sends: the front door's request, or a queued write's stored one.
+fn outgoing(call: &Call<HttpCall>) -> Result<Outgoing, String> {
+    Ok(match &call.request {
+        CallRequest::Send(http) => Outgoing {
+            method: http.method.clone(),
+            path_and_query: http.path_and_query.clone(),
+            headers: http.headers.clone(),
+            body: http.body.clone(),
+            keep: http.keep.clone(),
+        },
+        CallRequest::Deliver(delivery) => {
+            let stored = StoredRequest::from_json(&delivery.payload)?;
+            let (method, headers, body) = stored.decode()?;
+            Outgoing {
+                method,
+                path_and_query: stored.path_and_query,
+                headers,
+                body,
+                keep: None,
+            }
+        }
+    })
+}
+
+/// A call's result, and the headers a route turned out to vary on.
+struct Sent {
+    result: CallResult,
+    learned: Option<(usize, Vec<HeaderName>)>,
+}
+
+async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &Uri, request: Outgoing) -> Sent {
+    let failed = |failure| Sent {
+        result: CallResult::Failed(failure),
+        learned: None,
+    };
+    let uri = format!(
+        "{}://{}{}",
+        base.scheme_str().unwrap_or("http"),
+        base.authority().map_or("", |authority| authority.as_str()),
+        request.path_and_query
+    );
+    let mut builder = Request::builder().method(request.method).uri(uri);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = request.headers;
+    }
+    let outgoing = match builder.body(Full::new(request.body)) {
+        Ok(outgoing) => outgoing,
+        Err(err) => return failed(CallFailure::Broken(format!("bad request: {err}"))),
+    };
+    let answer = match client.request(outgoing).await {
+        Ok(answer) => answer,
+        Err(err) if err.is_connect() => return failed(CallFailure::Refused),
+        Err(err) => return failed(CallFailure::Broken(err.to_string())),
+    };
+    let (parts, body) = answer.into_parts();
+    let body = match Limited::new(body, MAX_UPSTREAM_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => return failed(CallFailure::Broken(format!("answer body: {err}"))),
+    };
+    let mut headers = parts.headers;
+    exchange::strip_hop_by_hop(&mut headers);
+    let (storage, learned) = keep(request.keep, parts.status, &headers);
+    Sent {
+        result: CallResult::Answered(Arc::new(Response {
+            status: parts.status.as_u16(),
+            headers,
+            body,
+            storage,
+        })),
+        learned,
+    }
+}
+
+/// Whether an answer may be kept, and the vary headers the route's key
+/// still lacks.
+fn keep(
+    keep: Option<(usize, Vec<HeaderName>)>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> (Storage, Option<(usize, Vec<HeaderName>)>) {
+    let Some((route, keyed)) = keep else {
+        return (Storage::DoNotStore, None);
+    };
+    let Some(varied) = exchange::vary_names(headers) else {
+        return (Storage::DoNotStore, None);
+    };
+    let missing: Vec<HeaderName> = varied
+        .into_iter()
+        .filter(|name| !keyed.contains(name))
+        .collect();
+    let storage = exchange::storage_for(status, headers, missing.is_empty());
+    let learned = (!missing.is_empty()).then_some((route, missing));
+    (storage, learned)
+}
+
+impl Demo {
+    /// The demo API's answer, as if it came over HTTP.
+    fn answer(&self, request: Outgoing) -> CallResult {
+        let (path, query) = match request.path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (request.path_and_query.as_str(), None),
+        };
+        let answer = match api::resolve(&request.method, path) {
+            Endpoint::CreateOrder => {
+                let key = request
+                    .headers
+                    .get(&exchange::IDEMPOTENCY_KEY)
+                    .map(HeaderValue::as_bytes);
+                api::create_order(&self.orders, key, &request.body)
+            }
+            endpoint => api::read(&self.data, endpoint, query),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let (storage, _) = keep(request.keep, answer.status, &headers);
+        CallResult::Answered(Arc::new(Response {
+            status: answer.status.as_u16(),
+            headers,
+            body: answer.body,
+            storage,
+        }))
+    }
+}
