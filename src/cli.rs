@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP gateway: in front of the services a configuration file
     /// names (or the built-in demo services), answering when they fail.
-    Serve(crate::gateway::cli::ServeArgs),
+    Serve(Box<crate::gateway::cli::ServeArgs>),
     /// Serve the demo services' data over real HTTP, with faults on demand
     /// (for trying the gateway, its tests and its benches).
     DemoUpstream(crate::demo::upstream::Args),

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(args)) => {
             logger.with_writer(std::io::stderr).init();
-            grace::gateway::run(args)
+            grace::gateway::run(*args)
         }
         Some(Command::DemoUpstream(args)) => {
             logger.with_writer(std::io::stderr).init();

@@ -72,7 +72,7 @@ pub enum WriteOutcome {
         durable: bool,
     },
     /// A repeat of an accepted key: where the first stands now.
-    Repeat(WriteSnapshot),
+    Repeat(Box<WriteSnapshot>),
     /// A repeat of a key whose write is being sent right now.
     InFlight,
     /// The service cannot take it now and the queue cannot promise to keep
@@ -212,7 +212,7 @@ impl<W, P> Core<W, P> {
                         let outcome = if repeat == RepeatPolicy::Conflict && delivering {
                             WriteOutcome::InFlight
                         } else {
-                            WriteOutcome::Repeat(snapshot)
+                            WriteOutcome::Repeat(Box::new(snapshot))
                         };
                         self.outcomes
                             .push_back((waiter_back, Outcome::Write(outcome)));

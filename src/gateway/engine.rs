@@ -61,7 +61,7 @@ pub enum Answer {
     Read(ReadOutcome, BreakerState),
     Sent(SendOutcome, BreakerState),
     Write {
-        outcome: WriteOutcome,
+        outcome: Box<WriteOutcome>,
         circuit: BreakerState,
         /// The id the write was given (for its `202` and `Location`).
         public_id: String,
@@ -540,7 +540,7 @@ impl Engine {
                         held.push((
                             reply,
                             Answer::Write {
-                                outcome,
+                                outcome: Box::new(outcome),
                                 circuit,
                                 public_id,
                                 fingerprint,

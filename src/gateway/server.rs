@@ -283,7 +283,7 @@ fn respond(route: &RouteConfig, answer: Answer) -> (Response<Body>, RequestOutco
             circuit,
             public_id,
             fingerprint,
-        } => respond_write(service, outcome, circuit, &public_id, &fingerprint),
+        } => respond_write(service, *outcome, circuit, &public_id, &fingerprint),
         Answer::Stopped(why) => (stopped(&why), RequestOutcome::Unavailable),
     }
 }
