@@ -278,12 +278,15 @@ impl<W, P> Core<W, P> {
 
     /// Reads `key` of `service` for `waiter`: from the service when its
     /// breaker allows, else (or when the call fails) from the cache.
+    /// `payload` makes what the runtime needs for the call, only if one is
+    /// made (a read the breaker refuses, or one that joins a call in
+    /// flight, builds nothing).
     pub fn read(
         &mut self,
         waiter: W,
         service: ServiceId,
         key: &[u8],
-        payload: P,
+        payload: impl FnOnce() -> P,
         sharing: Sharing,
         now: Instant,
     ) {
@@ -321,7 +324,7 @@ impl<W, P> Core<W, P> {
         waiter: W,
         service: ServiceId,
         key: &[u8],
-        payload: P,
+        payload: impl FnOnce() -> P,
         sharing: Sharing,
         now: Instant,
     ) {
@@ -335,7 +338,8 @@ impl<W, P> Core<W, P> {
                         more: Vec::new(),
                     },
                 };
-                let id = self.start_call(service, permit, CallRequest::Send(payload), purpose, now);
+                let request = CallRequest::Send(payload());
+                let id = self.start_call(service, permit, request, purpose, now);
                 if sharing == Sharing::Coalesce {
                     self.reads_in_flight.insert(key, id);
                 }

@@ -50,7 +50,7 @@ impl World {
             waiter,
             self.user,
             key.as_bytes(),
-            "read",
+            || "read",
             Sharing::Coalesce,
             now,
         );
@@ -157,7 +157,7 @@ fn a_read_alone_does_not_join_nor_get_joined() {
     let t0 = world.at(0);
     world
         .core
-        .read(1, world.user, b"123", "faulty", Sharing::Alone, t0);
+        .read(1, world.user, b"123", || "faulty", Sharing::Alone, t0);
     world.read(2, "123", t0);
     world.read(3, "123", t0);
     assert_eq!(world.calls().len(), 2, "the faulty read has its own call");

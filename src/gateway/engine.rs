@@ -324,7 +324,7 @@ impl Engine {
                     write: None,
                 };
                 self.core
-                    .read(waiter, service, &key, call, Sharing::Coalesce, now);
+                    .read(waiter, service, &key, || call, Sharing::Coalesce, now);
             }
             Fallback::None => {
                 let call = HttpCall {

@@ -165,6 +165,8 @@ pub struct Node {
     outbox: Vec<u8>,
     /// Lines that could not be answered at all.
     unaddressable: u64,
+    /// The instant due work was last looked for.
+    due_checked_at: Option<Instant>,
 }
 
 /// The demo's service names, in the order `get_status` lists them.
@@ -226,6 +228,7 @@ impl Node {
             head_pool: Vec::new(),
             outbox: Vec::new(),
             unaddressable: 0,
+            due_checked_at: None,
         }
     }
 
@@ -298,12 +301,20 @@ impl Node {
         // A request may have let the queue's head become deliverable (a
         // breaker closed, a service came back).
         if self.core.queue().has_pending() {
-            self.handle_due(now);
+            self.core.handle_timeout(now);
+            self.settle(now);
         }
     }
 
-    /// Does the time-driven work due at `now`, if any is.
+    /// Does the time-driven work due at `now`, if any is. Messages that
+    /// arrived together share one `now`, and nothing the node schedules is
+    /// due at the instant it was scheduled, so it is looked at once per
+    /// instant.
     fn handle_due(&mut self, now: Instant) {
+        if self.due_checked_at == Some(now) {
+            return;
+        }
+        self.due_checked_at = Some(now);
         if self.core.poll_timeout().is_some_and(|due| due <= now) {
             self.core.handle_timeout(now);
             self.settle(now);

@@ -164,12 +164,13 @@ pub enum Rejected<'a> {
 
 /// A field read once, or seen more than once: a repeated field is the
 /// sender's mistake to be told about (when a reply can be addressed), not a
-/// reason to pick one of its values. `null` counts as absent.
+/// reason to pick one of its values. (On the lenient path `T` is an
+/// `Option`, so that `null` counts as absent.)
 #[derive(Debug, Default)]
 enum Field<T> {
     #[default]
     Absent,
-    Given(Option<T>),
+    Given(T),
     Repeated,
 }
 
@@ -191,69 +192,30 @@ impl<T> Field<T> {
         Ok(())
     }
 
-    /// The value (`None` when absent or `null`), or `Err(())` when repeated.
+    /// The value (`None` when absent), or `Err(())` when repeated.
     fn once(self) -> Result<Option<T>, ()> {
         match self {
             Field::Absent => Ok(None),
-            Field::Given(value) => Ok(value),
+            Field::Given(value) => Ok(Some(value)),
             Field::Repeated => Err(()),
         }
     }
 }
 
-/// The envelope's fields, borrowed from the message.
-#[derive(Default)]
-struct Envelope<'a> {
-    src: Field<BorrowedStr<'a>>,
-    /// Kept raw: an ill-typed `dest` is the sender's mistake to be told
-    /// about, not a reason to leave the request unanswered.
-    dest: Field<&'a RawValue>,
-    body: Field<Body<'a>>,
-}
-
-/// The `body` as read in the envelope's pass.
-enum Body<'a> {
-    Object(BodyHead<'a>),
-    /// Not an object (consumed, and only reported).
-    NotObject,
-}
-
-impl<'de> Deserialize<'de> for Body<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BodyVisitor;
-        impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = Body<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a body")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Body<'de>, A::Error> {
-                BodyHead::read(map).map(Body::Object)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Body::NotObject)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
-                Ok(Body::NotObject)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
-                Ok(Body::NotObject)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
-                Ok(Body::NotObject)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
-                Ok(Body::NotObject)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
-                Ok(Body::NotObject)
-            }
-            fn visit_unit<E>(self) -> Result<Body<'de>, E> {
-                Ok(Body::NotObject)
-            }
-        }
-        deserializer.deserialize_any(BodyVisitor)
+impl<T> Field<Option<T>> {
+    /// The value (`None` when absent or `null`), or `Err(())` when repeated.
+    fn once_non_null(self) -> Result<Option<T>, ()> {
+        self.once().map(Option::flatten)
     }
+}
+
+/// The envelope's fields, borrowed from the message, each read as its type
+/// parameter says: typed on the fast path, raw (and `null` allowed) on the
+/// lenient one.
+struct Envelope<S, D, B> {
+    src: Field<S>,
+    dest: Field<D>,
+    body: Field<B>,
 }
 
 #[derive(Deserialize)]
@@ -266,16 +228,30 @@ enum EnvelopeKey {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EnvelopeVisitor;
-        impl<'de> Visitor<'de> for EnvelopeVisitor {
-            type Value = Envelope<'de>;
+impl<'de, S, D, B> Deserialize<'de> for Envelope<S, D, B>
+where
+    S: Deserialize<'de>,
+    D: Deserialize<'de>,
+    B: Deserialize<'de>,
+{
+    fn deserialize<De: Deserializer<'de>>(deserializer: De) -> Result<Self, De::Error> {
+        struct EnvelopeVisitor<S, D, B>(std::marker::PhantomData<(S, D, B)>);
+        impl<'de, S, D, B> Visitor<'de> for EnvelopeVisitor<S, D, B>
+        where
+            S: Deserialize<'de>,
+            D: Deserialize<'de>,
+            B: Deserialize<'de>,
+        {
+            type Value = Envelope<S, D, B>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a message object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
-                let mut envelope = Envelope::default();
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut envelope = Envelope {
+                    src: Field::Absent,
+                    dest: Field::Absent,
+                    body: Field::Absent,
+                };
                 while let Some(key) = map.next_key()? {
                     match key {
                         EnvelopeKey::Src => envelope.src.read(&mut map)?,
@@ -289,23 +265,69 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
                 Ok(envelope)
             }
         }
-        deserializer.deserialize_map(EnvelopeVisitor)
+        deserializer.deserialize_map(EnvelopeVisitor(std::marker::PhantomData))
     }
 }
 
-/// A body object: the fields every request shares, raw, and the others.
-#[derive(Default)]
-struct BodyHead<'a> {
-    kind: Field<&'a RawValue>,
-    msg_id: Field<&'a RawValue>,
+/// The `body` as read in the envelope's pass.
+enum Body<'a, K, M> {
+    Object(BodyHead<'a, K, M>),
+    /// Not an object (consumed, and only reported).
+    NotObject,
+}
+
+impl<'de, K: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for Body<'de, K, M> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor<K, M>(std::marker::PhantomData<(K, M)>);
+        impl<'de, K: Deserialize<'de>, M: Deserialize<'de>> Visitor<'de> for BodyVisitor<K, M> {
+            type Value = Body<'de, K, M>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a body")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                BodyHead::read(map).map(Body::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Body::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Body::NotObject)
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A body object: the fields every request shares (read as `K` and `M`),
+/// and the others, raw.
+struct BodyHead<'a, K, M> {
+    kind: Field<K>,
+    msg_id: Field<M>,
     fields: BodyFields<'a>,
 }
 
-impl<'de> BodyHead<'de> {
+impl<'de, K: Deserialize<'de>, M: Deserialize<'de>> BodyHead<'de, K, M> {
     fn read<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut head = BodyHead {
+            kind: Field::Absent,
+            msg_id: Field::Absent,
             fields: BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS)),
-            ..BodyHead::default()
         };
         while let Some(BorrowedStr(key)) = map.next_key()? {
             match key.as_ref() {
@@ -352,6 +374,11 @@ fn repeated(field: &str) -> RequestError {
 }
 
 /// Parses one framed message.
+///
+/// A well-formed message is read in one pass with its `dest`, `type` and
+/// `msg_id` typed. Anything else (an ill-typed or repeated field, a missing
+/// one, JSON that is not a message) is read again, leniently, to say
+/// exactly what is wrong and to whom, if anyone, the error goes.
 pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
     // serde would also read a struct from a JSON array; a message is an object.
     if message.trim_ascii_start().first() != Some(&b'{') {
@@ -360,19 +387,58 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
     // Validated once here, the text is not checked again string by string.
     let text = std::str::from_utf8(message)
         .map_err(|err| Rejected::Unaddressable(format!("not valid UTF-8: {err}")))?;
-    let envelope: Envelope = serde_json::from_str(text)
+    if let Some(request) = well_formed(text) {
+        return Ok(request);
+    }
+    parse_leniently(text)
+}
+
+/// How the fast path reads a message.
+type TypedEnvelope<'a> = Envelope<BorrowedStr<'a>, BorrowedStr<'a>, Body<'a, BorrowedStr<'a>, u64>>;
+/// How the lenient path reads one: every field raw, or `null`.
+type RawEnvelope<'a> = Envelope<
+    Option<BorrowedStr<'a>>,
+    Option<&'a RawValue>,
+    Option<Body<'a, Option<&'a RawValue>, Option<&'a RawValue>>>,
+>;
+
+/// The fast path: `Some` only for a message with every shared field well
+/// typed and given once.
+fn well_formed(text: &str) -> Option<Request<'_>> {
+    let envelope: TypedEnvelope = serde_json::from_str(text).ok()?;
+    let Some(BorrowedStr(src)) = envelope.src.once().ok()? else {
+        return None;
+    };
+    let Some(Body::Object(head)) = envelope.body.once().ok()? else {
+        return None;
+    };
+    let dest = envelope.dest.once().ok()?.map(|BorrowedStr(dest)| dest);
+    let msg_id = head.msg_id.once().ok()?;
+    let BorrowedStr(kind) = head.kind.once().ok()??;
+    Some(Request {
+        src,
+        dest,
+        msg_id,
+        kind,
+        fields: head.fields,
+    })
+}
+
+/// The lenient path: every field raw, checked one by one.
+fn parse_leniently(text: &str) -> Result<Request<'_>, Rejected<'_>> {
+    let envelope: RawEnvelope = serde_json::from_str(text)
         .map_err(|err| Rejected::Unaddressable(format!("not a valid message: {err}")))?;
     // A repeated `src` or `body` leaves no one sender or request to answer.
     let src = envelope
         .src
-        .once()
+        .once_non_null()
         .map_err(|()| Rejected::Unaddressable("\"src\" appears more than once".into()))?;
     let Some(BorrowedStr(src)) = src else {
         return Err(Rejected::Unaddressable("message has no \"src\"".into()));
     };
     let body = envelope
         .body
-        .once()
+        .once_non_null()
         .map_err(|()| Rejected::Unaddressable("\"body\" appears more than once".into()))?;
     let head = match body {
         Some(Body::Object(head)) => head,
@@ -381,7 +447,7 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
         }
         None => return Err(Rejected::Unaddressable("message has no \"body\"".into())),
     };
-    let (dest, dest_error) = match envelope.dest.once() {
+    let (dest, dest_error) = match envelope.dest.once_non_null() {
         Ok(None) => (None, None),
         Ok(Some(raw)) => match serde_json::from_str::<Option<Cow<str>>>(raw.get()) {
             Ok(dest) => (dest, None),
@@ -398,7 +464,7 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
         msg_id,
         error,
     };
-    let msg_id = match head.msg_id.once() {
+    let msg_id = match head.msg_id.once_non_null() {
         Ok(raw) => match raw.map(parse_msg_id).transpose() {
             Ok(msg_id) => msg_id,
             Err(error) => return Err(malformed(None, error)),
@@ -408,7 +474,7 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
     if let Some(error) = dest_error {
         return Err(malformed(msg_id, error));
     }
-    let kind = match head.kind.once() {
+    let kind = match head.kind.once_non_null() {
         Ok(Some(raw)) => match serde_json::from_str::<Cow<str>>(raw.get()) {
             Ok(kind) => kind,
             Err(_) => {

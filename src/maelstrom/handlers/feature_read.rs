@@ -149,7 +149,7 @@ pub fn start(kind: Kind, request: &Request<'_>, ctx: &mut Ctx<'_>) -> Option<sup
         ctx.waiter,
         product,
         key.as_bytes(),
-        call,
+        || call,
         Sharing::Coalesce,
         ctx.now,
     );

@@ -66,8 +66,6 @@ impl ReplyBody for ProductResponse<'_> {
 pub struct Waiting {
     kind: Kind,
     id: RecordId,
-    /// The id as JSON text: the key of the read.
-    key: String,
     service_unavailable: bool,
     /// Forced failures still under way; the read comes after them.
     forcing: Option<Forcing>,
@@ -105,12 +103,10 @@ pub fn start(kind: Kind, request: &Request<'_>, ctx: &mut Ctx<'_>) -> Option<sup
             return None;
         }
     };
-    let key = serde_json::to_string(&id).expect("ids serialize");
     let forcing = Forcing::start(force_failures, kind.service(ctx), ctx);
     let waiting = Waiting {
         kind,
         id,
-        key,
         service_unavailable,
         forcing,
     };
@@ -121,30 +117,33 @@ pub fn start(kind: Kind, request: &Request<'_>, ctx: &mut Ctx<'_>) -> Option<sup
 }
 
 fn read(waiting: &Waiting, ctx: &mut Ctx<'_>) {
-    let request = match waiting.kind {
-        Kind::User => DemoRequest::User {
-            id: waiting.key.clone(),
-        },
-        Kind::Product => DemoRequest::Product {
-            id: waiting.key.clone(),
-        },
+    let mut digits = itoa::Buffer::new();
+    // The key of the read: the id as JSON text (`123`, `"123"`).
+    let key: std::borrow::Cow<str> = match &waiting.id {
+        RecordId::Int(id) => digits.format(*id).into(),
+        RecordId::BigInt(id) => digits.format(*id).into(),
+        RecordId::Text(_) => serde_json::to_string(&waiting.id)
+            .expect("ids serialize")
+            .into(),
     };
-    let call = DemoCall::new(request).failing_if(waiting.service_unavailable);
+    let (kind, fail) = (waiting.kind, waiting.service_unavailable);
+    let call = || {
+        let id = key.to_string();
+        let request = match kind {
+            Kind::User => DemoRequest::User { id },
+            Kind::Product => DemoRequest::Product { id },
+        };
+        DemoCall::new(request).failing_if(fail)
+    };
     // A read that asks for its own call to fail must not share anyone's.
-    let sharing = if waiting.service_unavailable {
+    let sharing = if fail {
         Sharing::Alone
     } else {
         Sharing::Coalesce
     };
-    let service = waiting.kind.service(ctx);
-    ctx.core.read(
-        ctx.waiter,
-        service,
-        waiting.key.as_bytes(),
-        call,
-        sharing,
-        ctx.now,
-    );
+    let service = kind.service(ctx);
+    ctx.core
+        .read(ctx.waiter, service, key.as_bytes(), call, sharing, ctx.now);
 }
 
 pub fn resume(mut waiting: Waiting, outcome: Outcome, ctx: &mut Ctx<'_>) -> Option<super::Waiting> {

@@ -61,7 +61,7 @@ pub fn handle(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Result<(), RequestErr
         }
     };
     if mode != before {
-        tracing::info!(from = %before, to = %mode, cpu_usage, "load mode changed");
+        tracing::debug!(from = %before, to = %mode, cpu_usage, "load mode changed");
     }
     ctx.reply_with(|core, _, writer| {
         writer.write(&ModeChanged {
