@@ -406,9 +406,7 @@ type RawEnvelope<'a> = Envelope<
 /// typed and given once.
 fn well_formed(text: &str) -> Option<Request<'_>> {
     let envelope: TypedEnvelope = serde_json::from_str(text).ok()?;
-    let Some(BorrowedStr(src)) = envelope.src.once().ok()? else {
-        return None;
-    };
+    let BorrowedStr(src) = envelope.src.once().ok()??;
     let Some(Body::Object(head)) = envelope.body.once().ok()? else {
         return None;
     };
