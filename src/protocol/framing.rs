@@ -42,6 +42,13 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Files saved by some Windows editors start with one; it is not JSON.
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 
+/// [`Framer::bytes_scanned`] never exceeds this many times the bytes pushed:
+/// a byte is scanned at most three times on its way through (the newline
+/// search, the fast path or the garbage trim, the byte-by-byte machine), and
+/// three more if it is framed again after a restart, which happens once at
+/// most.
+pub const MAX_SCANS_PER_BYTE: u64 = 6;
+
 /// Whitespace at the end of a line that is not a message does not count
 /// towards its size, up to this much (beyond it, whitespace alone could grow
 /// what is kept without bound).
@@ -1003,10 +1010,7 @@ mod tests {
         framer.bytes_scanned() as f64 / input.len() as f64
     }
 
-    /// Each byte is scanned at most this many times (see the module doc:
-    /// fast path and grammar, and both again once for a restart, plus the
-    /// newline search and trimming); the tests hold framing to it.
-    const MAX_WORK_PER_BYTE: f64 = 6.0;
+    const MAX_WORK_PER_BYTE: f64 = MAX_SCANS_PER_BYTE as f64;
 
     #[test]
     fn compact_lines_are_messages_with_their_line_numbers() {
