@@ -424,3 +424,18 @@ fn oversized_object_ends_on_the_same_line_however_it_arrives() {
     let whole = frames_of(input.as_bytes(), &[], limit);
     assert_eq!(frames_of(input.as_bytes(), &[2], limit), whole);
 }
+
+#[test]
+fn oversized_object_nested_deeper_than_the_limit_keeps_its_values_at_column_zero() {
+    // Past the size limit and nested deeper than it, the framer stops
+    // tracking the grammar; the `{` at column 0 is still a nested value of a
+    // valid object, not the next message.
+    let input = "{\n\"a\": [\n{}\n]\n}\n{}\n";
+    assert_eq!(
+        frames_of(input.as_bytes(), &[], 1),
+        [
+            OwnedFrame::Oversized { line: 1 },
+            OwnedFrame::Oversized { line: 6 }
+        ]
+    );
+}

@@ -219,6 +219,10 @@ struct OpenObject {
 enum Syntax {
     /// JSON so far.
     Valid(JsonGrammar),
+    /// JSON so far, but nested deeper than the size limit (so oversized):
+    /// the grammar is no longer tracked, only the braces, which is exact
+    /// for JSON. Framing cannot restart in it.
+    TooDeep(BraceFollower),
     /// Not JSON: only its braces are followed.
     Broken(BraceFollower),
 }
@@ -259,8 +263,8 @@ impl OpenObject {
     }
 
     /// Gives up on restarting: only its braces are followed from now on.
-    fn break_off(&mut self, follower: BraceFollower, kept: &mut Vec<u8>) {
-        self.syntax = Syntax::Broken(follower);
+    fn follow_braces(&mut self, syntax: Syntax, kept: &mut Vec<u8>) {
+        self.syntax = syntax;
         if self.restart.take().is_some() && self.oversized {
             kept.clear();
         }
@@ -585,9 +589,10 @@ impl Framer {
             },
             State::Object(object) => {
                 let line_starts_with_brace = column_zero && byte == b'{';
+                let broken = matches!(object.syntax, Syntax::Broken(_));
                 match &mut object.syntax {
-                    Syntax::Broken(follower) => {
-                        if line_starts_with_brace {
+                    Syntax::TooDeep(follower) | Syntax::Broken(follower) => {
+                        if line_starts_with_brace && broken {
                             // Not JSON, so not a nested value either: this
                             // `{` starts the next message.
                             on_frame(object.dropped());
@@ -614,8 +619,8 @@ impl Framer {
                                 if grammar.depth() > limit {
                                     // Deeper than any message may be long: the
                                     // nesting is no longer worth remembering.
-                                    let follower = grammar.follower();
-                                    object.break_off(follower, &mut self.kept);
+                                    let too_deep = Syntax::TooDeep(grammar.follower());
+                                    object.follow_braces(too_deep, &mut self.kept);
                                 }
                                 object.keep(byte, &mut self.kept, limit);
                                 Next::Done
@@ -631,8 +636,8 @@ impl Framer {
                                     first_line: object.first_line,
                                 },
                                 None => {
-                                    let follower = grammar.follower();
-                                    object.break_off(follower, &mut self.kept);
+                                    let broken = Syntax::Broken(grammar.follower());
+                                    object.follow_braces(broken, &mut self.kept);
                                     Next::Again
                                 }
                             },
