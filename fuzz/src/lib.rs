@@ -2,6 +2,9 @@
 //! stay one line each and all share the checks of [`oracle`].
 //!
 //! - [`fuzz_framing`]: arbitrary bytes through the framer, in arbitrary chunks.
+//! - [`fuzz_framing_stream`]: an [`ObjectStream`] (JSON objects in every
+//!   layout, generated with `arbitrary`) through the framer: exactly those
+//!   objects come out.
 //! - [`fuzz_node`]: arbitrary bytes through framer and node.
 //! - [`fuzz_node_structured`]: a [`Plan`] of plausible messages and clock
 //!   jumps, generated with `arbitrary` (the impls below), through framer
@@ -18,7 +21,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use grace::protocol::framing::DEFAULT_MAX_MESSAGE_BYTES;
 use messages::{
     BodySpec, CATALOGUE, FieldValue, HOSTILE_VALUES, Json, KindSpec, Layout, MessageSpec, NAMES,
-    Plan, Slot, Step, check_node_on_plan,
+    ObjectStream, Plan, SEPARATORS, Slot, Step, check_node_on_plan, check_object_stream,
 };
 use oracle::{check_framing_seeded, check_node_on_bytes};
 use std::time::Duration;
@@ -48,6 +51,11 @@ pub fn fuzz_framing(data: &[u8]) {
     check_framing_seeded(input, u64::from(seed), max_message_bytes);
 }
 
+/// Stream target: see [`check_object_stream`].
+pub fn fuzz_framing_stream(stream: &ObjectStream) {
+    check_object_stream(stream);
+}
+
 /// Node target: see [`check_node_on_bytes`].
 pub fn fuzz_node(data: &[u8]) {
     let (seed, input) = split_header(data);
@@ -70,6 +78,29 @@ impl<'a> Arbitrary<'a> for Plan {
     }
 }
 
+impl<'a> Arbitrary<'a> for ObjectStream {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let leading = *u.choose(SEPARATORS)?;
+        let seed = u.arbitrary()?;
+        let max_message_bytes = if u.ratio(1, 4)? {
+            u.int_in_range(1..=512)?
+        } else {
+            DEFAULT_MAX_MESSAGE_BYTES
+        };
+        let mut objects = Vec::new();
+        while !u.is_empty() && objects.len() < 50 {
+            let object = json(u, 3)?;
+            objects.push((object, *u.choose(&Layout::ALL)?, *u.choose(SEPARATORS)?));
+        }
+        Ok(ObjectStream {
+            leading,
+            objects,
+            seed,
+            max_message_bytes,
+        })
+    }
+}
+
 fn step(u: &mut Unstructured<'_>) -> Result<Step> {
     Ok(match u.int_in_range(0..=19)? {
         0 => Step::Garbage(u.arbitrary()?),
@@ -85,13 +116,11 @@ fn message(u: &mut Unstructured<'_>) -> Result<MessageSpec> {
         src: slot(u, name)?,
         dest: slot(u, name)?,
         body: slot(u, body)?,
-        layout: *u.choose(&[
-            Layout::Compact,
-            Layout::Compact,
-            Layout::Compact,
-            Layout::Pretty,
-            Layout::PrettyCrlf,
-        ])?,
+        layout: if u.ratio(3, 4)? {
+            Layout::Compact
+        } else {
+            *u.choose(&Layout::ALL)?
+        },
     })
 }
 

@@ -9,8 +9,13 @@
 //! text, compact or pretty-printed (values are kept as raw JSON text, so
 //! numbers beyond `u64` and `f64` can be written too); [`check_node_on_plan`]
 //! runs the plan through a node.
+//!
+//! [`ObjectStream`] is the framing's counterpart: JSON objects in every
+//! layout (compact, pretty, nested values at column 0, `\r\n`, blank lines),
+//! back to back or separated by whitespace, which the framer must read as
+//! exactly those objects ([`check_object_stream`]).
 
-use crate::oracle::{Driver, LONG_WAIT};
+use crate::oracle::{Driver, LONG_WAIT, OwnedFrame, check_framing_seeded, frames_of};
 use std::time::Duration;
 
 /// One body field a handler reads, with values worth sending in it (raw
@@ -265,6 +270,107 @@ pub enum Layout {
     Pretty,
     /// Pretty, with `\r\n` line ends.
     PrettyCrlf,
+    /// Over several lines with nothing indented: nested objects and arrays
+    /// start at column 0.
+    Unindented,
+    /// Unindented, with `\r\n` line ends, and a blank line and a line of
+    /// whitespace after every line.
+    Loose,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 5] = [
+        Layout::Compact,
+        Layout::Pretty,
+        Layout::PrettyCrlf,
+        Layout::Unindented,
+        Layout::Loose,
+    ];
+
+    fn style(self) -> Option<Style> {
+        let style = |line_end, indent| Some(Style { line_end, indent });
+        match self {
+            Layout::Compact => None,
+            Layout::Pretty => style("\n", "  "),
+            Layout::PrettyCrlf => style("\r\n", "  "),
+            Layout::Unindented => style("\n", ""),
+            Layout::Loose => style("\r\n\r\n \t \r\n", ""),
+        }
+    }
+}
+
+/// How a layout spreads JSON over lines.
+#[derive(Clone, Copy)]
+struct Style {
+    /// Ends each line (blank lines included).
+    line_end: &'static str,
+    /// Once per level of nesting at the start of each line.
+    indent: &'static str,
+}
+
+/// `json` as text in `layout`, without a final line end.
+pub fn render_json(json: &Json, layout: Layout) -> String {
+    let mut out = String::new();
+    write_json(&mut out, json, layout.style(), 0);
+    out
+}
+
+/// What goes between objects in a stream: JSON's whitespace, or nothing.
+pub const SEPARATORS: &[&str] = &["", " ", "\n", "\r\n", "\n\n", "\t \r\n  \n", "\n\r\n\n"];
+
+/// JSON objects one after another, each in its own layout and followed by
+/// a separator: the input every framing must read as exactly these objects.
+#[derive(Debug, Clone)]
+pub struct ObjectStream {
+    /// Before the first object.
+    pub leading: &'static str,
+    /// Each a [`Json::Object`] (other values are wrapped in one).
+    pub objects: Vec<(Json, Layout, &'static str)>,
+    /// Seeds the piece sizes the stream is pushed in.
+    pub seed: u64,
+    pub max_message_bytes: usize,
+}
+
+impl ObjectStream {
+    /// The stream's bytes and the frames they must give: each object, on
+    /// the line its `{` is on, or `Oversized` there if over the limit.
+    pub fn render(&self) -> (Vec<u8>, Vec<OwnedFrame>) {
+        let mut input = self.leading.to_owned();
+        let mut frames = Vec::new();
+        for (object, layout, separator) in &self.objects {
+            let object = match object {
+                Json::Object(_) => object.clone(),
+                value => Json::Object(vec![("value".into(), value.clone())]),
+            };
+            let line = 1 + input.matches('\n').count() as u64;
+            let text = render_json(&object, *layout);
+            frames.push(if text.len() > self.max_message_bytes {
+                OwnedFrame::Oversized { line }
+            } else {
+                OwnedFrame::Message {
+                    line,
+                    bytes: text.clone().into_bytes(),
+                }
+            });
+            input.push_str(&text);
+            input.push_str(separator);
+        }
+        (input.into_bytes(), frames)
+    }
+}
+
+/// Checks that the framer reads `stream`, pushed whole or in pieces, as
+/// exactly its objects, with every check of [`check_framing_seeded`] (which
+/// also works the frames out with serde_json, a second opinion).
+pub fn check_object_stream(stream: &ObjectStream) {
+    let (input, expected) = stream.render();
+    assert_eq!(
+        frames_of(&input, &[], stream.max_message_bytes),
+        expected,
+        "stream of objects not framed as written: {:?}",
+        String::from_utf8_lossy(&input)
+    );
+    check_framing_seeded(&input, stream.seed, stream.max_message_bytes);
 }
 
 /// A message's body.
@@ -305,13 +411,7 @@ impl MessageSpec {
     /// The message as one line of JSON, or several for a pretty layout,
     /// ending with a newline.
     pub fn render(&self) -> Vec<u8> {
-        let mut out = String::new();
-        let indent = match self.layout {
-            Layout::Compact => None,
-            Layout::Pretty => Some("\n"),
-            Layout::PrettyCrlf => Some("\r\n"),
-        };
-        write_json(&mut out, &self.to_json(), indent, 0);
+        let mut out = render_json(&self.to_json(), self.layout);
         out.push('\n');
         out.into_bytes()
     }
@@ -378,13 +478,13 @@ fn slot_field<T>(
     }
 }
 
-/// Writes `json`; with a line end, pretty-printed with nested lines
-/// indented, so that only the first line starts at column 0.
-fn write_json(out: &mut String, json: &Json, line_end: Option<&str>, depth: usize) {
+/// Writes `json`; with a style, spread over lines, nested lines indented
+/// as the style says.
+fn write_json(out: &mut String, json: &Json, style: Option<Style>, depth: usize) {
     let newline = |out: &mut String, depth: usize| {
-        if let Some(line_end) = line_end {
-            out.push_str(line_end);
-            out.push_str(&"  ".repeat(depth));
+        if let Some(style) = style {
+            out.push_str(style.line_end);
+            out.push_str(&style.indent.repeat(depth));
         }
     };
     match json {
@@ -397,7 +497,7 @@ fn write_json(out: &mut String, json: &Json, line_end: Option<&str>, depth: usiz
                     out.push(',');
                 }
                 newline(out, depth + 1);
-                write_json(out, item, line_end, depth + 1);
+                write_json(out, item, style, depth + 1);
             }
             if !items.is_empty() {
                 newline(out, depth);
@@ -413,10 +513,10 @@ fn write_json(out: &mut String, json: &Json, line_end: Option<&str>, depth: usiz
                 newline(out, depth + 1);
                 out.push_str(&serde_json::to_string(name).expect("strings serialize"));
                 out.push(':');
-                if line_end.is_some() {
+                if style.is_some() {
                     out.push(' ');
                 }
-                write_json(out, value, line_end, depth + 1);
+                write_json(out, value, style, depth + 1);
             }
             if !fields.is_empty() {
                 newline(out, depth);

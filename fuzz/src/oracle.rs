@@ -3,7 +3,11 @@
 //! includes this file with `#[path]`, so there is one copy of them).
 //!
 //! - Framing: the frames of an input do not depend on how it was split into
-//!   chunks ([`check_framing`]).
+//!   chunks; an input that is a stream of JSON objects separated by
+//!   whitespace is framed into exactly those objects, on their lines
+//!   ([`expected_frames`], worked out by serde_json's stream reader, not by
+//!   grace's framer); and framing costs at most
+//!   [`MAX_SCANS_PER_BYTE`] scans per input byte ([`check_framing`]).
 //! - Node: [`Driver`] feeds bytes through a [`Framer`] into a [`Node`] the way
 //!   the runtime does, on a synthetic clock, and checks after every message
 //!   that the node's output is whole reply lines, each one JSON envelope
@@ -14,21 +18,21 @@
 //!   the runtime would otherwise wake up again at once, forever.
 //!
 //! The promise is worked out by a parser that shares nothing with grace's:
-//! `serde_json::Value` with duplicate keys rejected. Where the two parsers
-//! may disagree (numbers beyond `f64`, lone surrogates, duplicate keys) the
-//! promise is only "at most one reply".
+//! `serde_json::Value`, with the envelope's and the body's keys listed as
+//! they come so repeated ones are seen. Where the two parsers may disagree
+//! (numbers beyond `f64`, lone surrogates) the promise is only "at most one
+//! reply".
 //!
 //! Each bug the fuzzers found is pinned by a regression test in
 //! `tests/fuzz_properties.rs` (see `fuzz/README.md` for the list).
 
 use grace::backend::Backend;
 use grace::node::{Node, NodeConfig};
-use grace::protocol::framing::{Frame, Framer};
+use grace::protocol::framing::{Frame, Framer, MAX_SCANS_PER_BYTE};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::collections::HashSet;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -103,6 +107,15 @@ impl fmt::Debug for OwnedFrame {
 /// Runs `input` through a framer limited to `max_message_bytes`, pushed in
 /// pieces of the given sizes (the rest in one last piece), then `finish`.
 pub fn frames_of(input: &[u8], piece_sizes: &[usize], max_message_bytes: usize) -> Vec<OwnedFrame> {
+    framing_run(input, piece_sizes, max_message_bytes).0
+}
+
+/// [`frames_of`], with the framer's work ([`Framer::bytes_scanned`]).
+pub fn framing_run(
+    input: &[u8],
+    piece_sizes: &[usize],
+    max_message_bytes: usize,
+) -> (Vec<OwnedFrame>, u64) {
     let mut framer = Framer::new(max_message_bytes);
     let mut frames = Vec::new();
     let mut collect = |frame: Frame<'_>| frames.push(OwnedFrame::from(frame));
@@ -114,16 +127,18 @@ pub fn frames_of(input: &[u8], piece_sizes: &[usize], max_message_bytes: usize) 
     }
     framer.push(rest, &mut collect);
     framer.finish(&mut collect);
-    frames
+    (frames, framer.bytes_scanned())
 }
 
 /// Checks the framer on `input`: pushed whole or in the given pieces it
 /// gives the same frames; every message starts at a token and is within the
-/// limit, and line numbers never go back or past the input's last line.
-/// Panics on failure.
+/// limit, and line numbers never go back or past the input's last line; if
+/// the input is a stream of JSON objects, the frames are exactly those
+/// objects ([`expected_frames`]); the work stays within
+/// [`MAX_SCANS_PER_BYTE`] per byte. Panics on failure.
 pub fn check_framing(input: &[u8], piece_sizes: &[usize], max_message_bytes: usize) {
-    let whole = frames_of(input, &[], max_message_bytes);
-    let pieces = frames_of(input, piece_sizes, max_message_bytes);
+    let (whole, whole_work) = framing_run(input, &[], max_message_bytes);
+    let (pieces, pieces_work) = framing_run(input, piece_sizes, max_message_bytes);
     let lines = 1 + input.iter().filter(|&&byte| byte == b'\n').count() as u64;
     for frames in [&whole, &pieces] {
         check_frame_sequence(frames, lines);
@@ -143,6 +158,60 @@ pub fn check_framing(input: &[u8], piece_sizes: &[usize], max_message_bytes: usi
         whole, pieces,
         "frames differ when the input is pushed in pieces {piece_sizes:?} (limit {max_message_bytes})"
     );
+    if let Some(expected) = expected_frames(input, max_message_bytes) {
+        assert_eq!(
+            whole, expected,
+            "a stream of JSON objects was not framed into exactly those objects (limit {max_message_bytes})"
+        );
+    }
+    let bound = MAX_SCANS_PER_BYTE * input.len() as u64;
+    for (work, how) in [(whole_work, "whole"), (pieces_work, "in pieces")] {
+        assert!(
+            work <= bound,
+            "framing scanned {work} bytes for {} bytes of input pushed {how}",
+            input.len()
+        );
+    }
+}
+
+/// What the framer must make of `input` if it is a stream of JSON objects
+/// separated by (JSON) whitespace, worked out by serde_json's stream reader:
+/// each object, as its bytes and the line its `{` is on, or `Oversized` on
+/// that line if it is longer than `max_message_bytes`. `None` when the
+/// input is not such a stream (not JSON, a value that is not an object, or
+/// more than serde_json reads: nesting deeper than 128).
+pub fn expected_frames(input: &[u8], max_message_bytes: usize) -> Option<Vec<OwnedFrame>> {
+    let mut values = serde_json::Deserializer::from_slice(input).into_iter::<IgnoredAny>();
+    let mut frames = Vec::new();
+    let mut end = 0;
+    let mut line = 1;
+    while let Some(value) = values.next() {
+        value.ok()?;
+        let skipped = input[end..]
+            .iter()
+            .take_while(|byte| matches!(byte, b' ' | b'\t' | b'\r' | b'\n'))
+            .count();
+        let start = end + skipped;
+        line += input[end..start]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count() as u64;
+        end = values.byte_offset();
+        let object = &input[start..end];
+        if object.first() != Some(&b'{') {
+            return None;
+        }
+        frames.push(if object.len() > max_message_bytes {
+            OwnedFrame::Oversized { line }
+        } else {
+            OwnedFrame::Message {
+                line,
+                bytes: object.to_vec(),
+            }
+        });
+        line += object.iter().filter(|&&byte| byte == b'\n').count() as u64;
+    }
+    Some(frames)
 }
 
 /// [`check_framing`] with piece sizes drawn from `seed`.
@@ -319,48 +388,126 @@ pub fn promise_for(message: &[u8]) -> Promise {
         // Grace's own parse accepts less than this one, so it fails too.
         return Promise::Silence;
     }
-    if serde_json::from_slice::<UniqueKeys>(message).is_err() {
+    if serde_json::from_slice::<Value>(message).is_err() {
+        // Valid JSON that `Value` cannot hold: grace may read it or not.
         return Promise::AtMostOne;
     }
-    let envelope = match serde_json::from_slice::<Value>(message) {
-        Ok(Value::Object(envelope)) => envelope,
-        // A message is an object, never an array or a scalar.
-        Ok(_) => return Promise::Silence,
-        Err(_) => return Promise::AtMostOne,
+    // A message is an object, never an array or a scalar.
+    let Some(envelope) = entries(message) else {
+        return Promise::Silence;
     };
-    let (Some(Value::String(src)), Some(Value::Object(body))) =
-        (envelope.get("src"), envelope.get("body"))
+    // Repeated, `src` or `body` leaves no one sender or request to answer.
+    let (Once::Given(Value::String(src)), Once::Given(Value::Object(_))) =
+        (field(&envelope, "src"), field(&envelope, "body"))
     else {
         return Promise::Silence;
     };
+    let body = entries(
+        raw_field(&envelope, "body")
+            .expect("body is there")
+            .as_bytes(),
+    )
+    .expect("body is an object");
     let reply = |in_reply_to, answer| Promise::Reply {
         to: src.clone(),
         in_reply_to,
         answer,
     };
-    let msg_id = match body.get("msg_id") {
-        None | Some(Value::Null) => None,
-        Some(value) => match value.as_u64() {
+    let malformed = |in_reply_to| reply(in_reply_to, Answer::Error(CODE_MALFORMED));
+    let msg_id = match field(&body, "msg_id") {
+        Once::Absent => None,
+        Once::Given(value) => match integer_id(&value) {
             Some(id) => Some(id),
-            None => return reply(None, Answer::Error(CODE_MALFORMED)),
+            None => return malformed(None),
         },
+        Once::Repeated => return malformed(None),
     };
-    let dest_is_ill_typed = !matches!(
-        envelope.get("dest"),
-        None | Some(Value::Null | Value::String(_))
-    );
-    if dest_is_ill_typed {
+    match field(&envelope, "dest") {
+        Once::Absent | Once::Given(Value::String(_)) => {}
         // The sender's mistake, told to the sender.
-        return reply(msg_id, Answer::Error(CODE_MALFORMED));
+        Once::Given(_) | Once::Repeated => return malformed(msg_id),
     }
-    match body.get("type") {
-        None | Some(Value::Null) if msg_id.is_none() => Promise::Silence,
-        None | Some(Value::Null) => reply(msg_id, Answer::Error(CODE_MALFORMED)),
-        Some(Value::String(kind)) => match known_type(kind) {
+    match field(&body, "type") {
+        Once::Absent if msg_id.is_none() => Promise::Silence,
+        Once::Absent => malformed(msg_id),
+        Once::Given(Value::String(kind)) => match known_type(&kind) {
             Some((_, reply_type)) => reply(msg_id, Answer::SuccessOrError(reply_type)),
             None => reply(msg_id, Answer::Error(CODE_NOT_SUPPORTED)),
         },
-        Some(_) => reply(msg_id, Answer::Error(CODE_MALFORMED)),
+        Once::Given(_) | Once::Repeated => malformed(msg_id),
+    }
+}
+
+/// An integer id as grace reads one: a non-negative integer, or `-0`
+/// (read as a negative zero, as JSON readers of other languages read it).
+fn integer_id(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|&number| number == 0.0 && number.is_sign_negative())
+            .map(|_| 0)
+    })
+}
+
+/// A key of an object: absent (or `null`), there once, or repeated.
+enum Once {
+    Absent,
+    Given(Value),
+    Repeated,
+}
+
+/// The entries of the JSON object `json`, in order, repeated keys kept
+/// (`Value` would keep only the last); `None` if it is not an object.
+fn entries(json: &[u8]) -> Option<Vec<(String, Box<RawValue>)>> {
+    serde_json::from_slice::<Entries>(json)
+        .ok()
+        .map(|Entries(entries)| entries)
+}
+
+fn raw_field<'a>(entries: &'a [(String, Box<RawValue>)], key: &str) -> Option<&'a str> {
+    entries
+        .iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.get())
+}
+
+fn field(entries: &[(String, Box<RawValue>)], key: &str) -> Once {
+    let mut values = entries.iter().filter(|(name, _)| name == key);
+    match (values.next(), values.next()) {
+        (None, _) => Once::Absent,
+        (Some(_), Some(_)) => Once::Repeated,
+        (Some((_, raw)), None) => match serde_json::from_str(raw.get()) {
+            Ok(Value::Null) => Once::Absent,
+            Ok(value) => Once::Given(value),
+            // Checked before: the whole message reads as a `Value`.
+            Err(err) => unreachable!("a field of a readable message is unreadable: {err}"),
+        },
+    }
+}
+
+struct Entries(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(Entries(entries))
     }
 }
 
@@ -406,60 +553,6 @@ pub fn check_promise(message: &[u8], promise: &Promise, replies: &[Reply]) {
             };
             assert!(fits, "expected {answer:?}, got {reply:?}: {:?}", shown());
         }
-    }
-}
-
-/// Deserializes any JSON, failing on an object with a repeated key.
-struct UniqueKeys;
-
-impl<'de> Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueKeysVisitor)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> Visitor<'de> for UniqueKeysVisitor {
-    type Value = UniqueKeys;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value without repeated keys")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
-        Ok(UniqueKeys)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(UniqueKeys)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !keys.insert(key) {
-                return Err(de::Error::custom("repeated key"));
-            }
-            map.next_value::<UniqueKeys>()?;
-        }
-        Ok(UniqueKeys)
     }
 }
 

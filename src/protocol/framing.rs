@@ -4,43 +4,54 @@
 //! whitespace is framed into exactly those objects, whatever their layout:
 //! one per line (Maelstrom's form), pretty-printed, with nested objects or
 //! arrays starting at column 0, `\r\n` line ends, blank lines, several
-//! objects on one line. The framer follows JSON's grammar byte by byte,
-//! strings and escapes included, so a `}` inside a string never ends an
-//! object and a `{` at column 0 inside an open object is a nested value
-//! wherever JSON allows one. (A byte order mark, too, is skipped between
-//! objects.) The message itself is validated by the parser, not here.
+//! objects on one line or none between them. The framer follows JSON's
+//! strings and escapes, so a `}` inside a string never ends an object, and,
+//! for an object that spans lines, JSON's grammar, so a `{` at column 0
+//! inside it is a nested value wherever JSON allows one. (Byte order marks
+//! are skipped between objects too.) Whether an object is a valid message is
+//! for the parser to say, not the framer.
 //!
 //! **Everything else, best effort**, never at the cost of the rule:
 //!
 //! - A line whose first non-blank byte is not `{` is one frame, handed on
-//!   for the parser to reject with its line number.
+//!   for the parser to reject with its line number; so is an object
+//!   followed on its last line by anything but whitespace or another
+//!   object, together with the rest of that line.
 //! - An object that breaks JSON's grammar is followed by its braces from
 //!   there on (a string ending, at the latest, with its line) and handed on
 //!   whole when they close, for the parser to report; a line starting with
 //!   `{` at column 0 ends it first ([`Frame::Unterminated`]) and starts the
 //!   next message.
-//! - An object still open at a syntax error with a line starting with `{`
-//!   at column 0 inside it, or at the end of the input, is dropped
-//!   ([`Frame::Unterminated`]) and the input from the first such line is
-//!   framed again, once: a truncated message does not swallow the
-//!   well-formed messages after it.
+//! - An object still open at a syntax error while a line inside it starts
+//!   with `{` at column 0, or at the end of the input, is dropped
+//!   ([`Frame::Unterminated`]) and the input from the first such line on is
+//!   framed again: a truncated message does not swallow the well-formed
+//!   messages after it.
 //! - A message longer than the size limit is followed to its end without
-//!   being kept and reported ([`Frame::Oversized`]).
+//!   being kept and reported ([`Frame::Oversized`]); so is a line that is
+//!   not an object.
 //!
-//! **Cost.** Complete lines go through a fast path that only follows braces
-//! and strings to find where an object ends; an object still open at the end
-//! of its first line, and a line split between reads, go through the
-//! byte-by-byte grammar. Each byte is scanned a bounded number of times:
-//! once by the fast path, once by the grammar, and, when an abandoned object
-//! is framed again, once more by each (bytes framed again never are again).
-//! [`Framer::bytes_scanned`] counts that work. Frames do not depend on how
-//! the input is split into chunks.
+//! **Cost.** Complete lines go through a fast path that finds where an
+//! object ends by following only its braces and strings (which agrees with
+//! the grammar); an object still open at the end of its first line, and a
+//! line split between reads, go through the byte-by-byte machine. No byte is
+//! scanned more than [`MAX_SCANS_PER_BYTE`] times: the bytes framed again
+//! after an object is dropped are never framed again a second time, however
+//! the input goes on. [`Framer::bytes_scanned`] counts the work. Frames do
+//! not depend on how the input is split into chunks.
 
 /// Default limit on one message's size, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Files saved by some Windows editors start with one; it is not JSON.
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
+/// [`Framer::bytes_scanned`] never exceeds this many times the bytes pushed:
+/// a byte is scanned at most three times on its way through (the newline
+/// search, the fast path or the garbage trim, the byte-by-byte machine), and
+/// three more if it is framed again after a restart, which happens once at
+/// most.
+pub const MAX_SCANS_PER_BYTE: u64 = 6;
 
 /// Whitespace at the end of a line that is not a message does not count
 /// towards its size, up to this much (beyond it, whitespace alone could grow
@@ -54,8 +65,8 @@ pub enum Frame<'a> {
     Message { line: u64, bytes: &'a [u8] },
     /// A message starting on `line` exceeded the size limit and was skipped.
     Oversized { line: u64 },
-    /// An object starting on `line` was still open when the next one began,
-    /// or when the input ended; it was dropped.
+    /// An object starting on `line` never closed: it was given up on where
+    /// a line starting with `{` took over, or at the end of input, and dropped.
     Unterminated { line: u64 },
 }
 
@@ -208,6 +219,10 @@ struct OpenObject {
 enum Syntax {
     /// JSON so far.
     Valid(JsonGrammar),
+    /// JSON so far, but nested deeper than the size limit (so oversized):
+    /// the grammar is no longer tracked, only the braces, which is exact
+    /// for JSON. Framing cannot restart in it.
+    TooDeep(BraceFollower),
     /// Not JSON: only its braces are followed.
     Broken(BraceFollower),
 }
@@ -248,8 +263,8 @@ impl OpenObject {
     }
 
     /// Gives up on restarting: only its braces are followed from now on.
-    fn break_off(&mut self, follower: BraceFollower, kept: &mut Vec<u8>) {
-        self.syntax = Syntax::Broken(follower);
+    fn follow_braces(&mut self, syntax: Syntax, kept: &mut Vec<u8>) {
+        self.syntax = syntax;
         if self.restart.take().is_some() && self.oversized {
             kept.clear();
         }
@@ -285,9 +300,12 @@ enum Next {
     Done,
     /// The byte ended a frame without being part of it: step it again.
     Again,
-    /// The open object is abandoned: frame again from this point, then step
-    /// the byte again.
-    Restart(RestartPoint, u64),
+    /// The open object, which started on `first_line`, is abandoned: frame
+    /// again from `point`, then step the byte again.
+    Restart {
+        point: RestartPoint,
+        first_line: u64,
+    },
 }
 
 /// Where the next newline of a chunk is, searched for once per line.
@@ -491,9 +509,9 @@ impl Framer {
             match self.step(byte, column_zero, on_frame) {
                 Next::Done => break,
                 Next::Again => {}
-                Next::Restart(restart, first_line) => {
+                Next::Restart { point, first_line } => {
                     let position = (self.line_no, self.at_line_start);
-                    self.restart(restart, first_line, on_frame);
+                    self.restart(point, first_line, on_frame);
                     debug_assert_eq!(position, (self.line_no, self.at_line_start));
                 }
             }
@@ -571,9 +589,10 @@ impl Framer {
             },
             State::Object(object) => {
                 let line_starts_with_brace = column_zero && byte == b'{';
+                let broken = matches!(object.syntax, Syntax::Broken(_));
                 match &mut object.syntax {
-                    Syntax::Broken(follower) => {
-                        if line_starts_with_brace {
+                    Syntax::TooDeep(follower) | Syntax::Broken(follower) => {
+                        if line_starts_with_brace && broken {
                             // Not JSON, so not a nested value either: this
                             // `{` starts the next message.
                             on_frame(object.dropped());
@@ -600,8 +619,8 @@ impl Framer {
                                 if grammar.depth() > limit {
                                     // Deeper than any message may be long: the
                                     // nesting is no longer worth remembering.
-                                    let follower = grammar.follower();
-                                    object.break_off(follower, &mut self.kept);
+                                    let too_deep = Syntax::TooDeep(grammar.follower());
+                                    object.follow_braces(too_deep, &mut self.kept);
                                 }
                                 object.keep(byte, &mut self.kept, limit);
                                 Next::Done
@@ -612,10 +631,13 @@ impl Framer {
                                 Next::Done
                             }
                             Err(SyntaxError) => match object.restart {
-                                Some(restart) => Next::Restart(restart, object.first_line),
+                                Some(point) => Next::Restart {
+                                    point,
+                                    first_line: object.first_line,
+                                },
                                 None => {
-                                    let follower = grammar.follower();
-                                    object.break_off(follower, &mut self.kept);
+                                    let broken = Syntax::Broken(grammar.follower());
+                                    object.follow_braces(broken, &mut self.kept);
                                     Next::Again
                                 }
                             },
@@ -1084,10 +1106,7 @@ mod tests {
         framer.bytes_scanned() as f64 / input.len() as f64
     }
 
-    /// Each byte is scanned at most this many times (see the module doc:
-    /// fast path and grammar, and both again once for a restart, plus the
-    /// newline search and trimming); the tests hold framing to it.
-    const MAX_WORK_PER_BYTE: f64 = 6.0;
+    const MAX_WORK_PER_BYTE: f64 = MAX_SCANS_PER_BYTE as f64;
 
     #[test]
     fn compact_lines_are_messages_with_their_line_numbers() {
