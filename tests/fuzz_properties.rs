@@ -306,8 +306,8 @@ proptest! {
 fn catalogue_and_reply_types_cover_every_message_type() {
     let catalogue: Vec<&str> = CATALOGUE.iter().map(|kind| kind.name).collect();
     let reply_types: Vec<&str> = REPLY_TYPES.iter().map(|&(name, _)| name).collect();
-    assert_eq!(catalogue, grace::handlers::MESSAGE_TYPES);
-    assert_eq!(reply_types, grace::handlers::MESSAGE_TYPES);
+    assert_eq!(catalogue, grace::maelstrom::handlers::MESSAGE_TYPES);
+    assert_eq!(reply_types, grace::maelstrom::handlers::MESSAGE_TYPES);
 }
 
 // ---------------------------------------------------------------------------

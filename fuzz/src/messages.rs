@@ -52,7 +52,7 @@ const fn field(name: &'static str, values: &'static [&'static str]) -> FieldKind
 }
 
 /// Every message type grace answers, in the order of
-/// `grace::handlers::MESSAGE_TYPES` (the property test checks this).
+/// `grace::maelstrom::handlers::MESSAGE_TYPES` (the property test checks this).
 pub const CATALOGUE: [MessageKind; 15] = [
     MessageKind {
         name: "init",

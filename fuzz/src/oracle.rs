@@ -14,7 +14,7 @@
 //!   ([`parse_reply_lines`]), and that the message got the answer the
 //!   protocol promises for it ([`promise_for`]): exactly one reply to its
 //!   sender echoing its `msg_id`, or nothing when no reply can be addressed.
-//!   It also checks that [`Node::handle_timeout`] leaves no work due, since
+//!   It also checks that [`InProcessNode::handle_timeout`] leaves no work due, since
 //!   the runtime would otherwise wake up again at once, forever.
 //!
 //! The promise is worked out by a parser that shares nothing with grace's:
@@ -26,8 +26,8 @@
 //! Each bug the fuzzers found is pinned by a regression test in
 //! `tests/fuzz_properties.rs` (see `fuzz/README.md` for the list).
 
-use grace::backend::Backend;
-use grace::node::{Node, NodeConfig};
+use grace::demo::DemoData;
+use grace::maelstrom::node::{InProcessNode, NodeConfig};
 use grace::protocol::framing::{Frame, Framer, MAX_SCANS_PER_BYTE};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -37,7 +37,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 /// The message types grace answers, each with the `type` of its success
-/// reply. The property test checks this against `grace::handlers::MESSAGE_TYPES`.
+/// reply. The property test checks this against `grace::maelstrom::handlers::MESSAGE_TYPES`.
 pub const REPLY_TYPES: [(&str, &str); 15] = [
     ("init", "init_ok"),
     ("echo", "echo_ok"),
@@ -630,7 +630,8 @@ pub struct Driver {
 }
 
 struct NodeUnderTest {
-    node: Node,
+    /// The node with the demo services answering in-process, as the binary runs it.
+    node: InProcessNode,
     now: Instant,
     clock: SplitMix,
 }
@@ -642,7 +643,7 @@ impl Driver {
         Driver {
             framer: Framer::default(),
             node: NodeUnderTest {
-                node: Node::new(NodeConfig::default(), Backend::demo(), now),
+                node: InProcessNode::new(NodeConfig::default(), DemoData::builtin(), now),
                 now,
                 clock: SplitMix::new(seed),
             },
@@ -705,8 +706,8 @@ impl NodeUnderTest {
         self.node.handle_message(bytes, line, self.now);
         pushed.messages += 1;
         // The runtime commits these before writing the replies.
-        self.node.take_journal_writes();
-        let replies = parse_reply_lines(&self.node.take_output());
+        self.node.node.take_journal_writes();
+        let replies = parse_reply_lines(&self.node.node.take_output());
         check_promise(bytes, &promise, &replies);
         pushed.replies.extend(replies);
     }
@@ -721,8 +722,8 @@ impl NodeUnderTest {
             return;
         }
         self.node.handle_timeout(self.now);
-        self.node.take_journal_writes();
-        let output = self.node.take_output();
+        self.node.node.take_journal_writes();
+        let output = self.node.node.take_output();
         assert!(
             output.is_empty(),
             "handle_timeout wrote output: {:?}",
