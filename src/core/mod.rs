@@ -22,7 +22,9 @@ pub mod queue;
 pub mod service;
 pub mod writes;
 
-pub use call::{Call, CallFailure, CallId, CallRequest, CallResult, Delivery, Response, Storage};
+pub use call::{
+    Call, CallFailure, CallId, CallRequest, CallResult, Delivery, Headers, Response, Storage,
+};
 pub use service::{ServiceId, ServiceSpec, Services};
 pub use writes::{NewWrite, RepeatPolicy, WriteOutcome, WriteSnapshot};
 

@@ -292,7 +292,7 @@ fn with_circuit(mut response: Response<Body>, circuit: BreakerState) -> Response
 pub fn fresh(answer: &CoreResponse, circuit: BreakerState) -> Response<Body> {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     with_circuit(
-        response(status, answer.headers.clone(), answer.body.clone()),
+        response(status, (*answer.headers).clone(), answer.body.clone()),
         circuit,
     )
 }

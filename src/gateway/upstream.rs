@@ -205,7 +205,7 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &Uri, request: 
     Sent {
         result: CallResult::Answered(Arc::new(Response {
             status: parts.status.as_u16(),
-            headers,
+            headers: headers.into(),
             body,
             storage,
         })),
@@ -260,7 +260,7 @@ impl Demo {
         let (storage, _) = keep(request.keep, answer.status, &headers);
         CallResult::Answered(Arc::new(Response {
             status: answer.status.as_u16(),
-            headers,
+            headers: headers.into(),
             body: answer.body,
             storage,
         }))
