@@ -381,10 +381,7 @@ fn normal_read_never_comes_from_cache_when_service_is_up() {
 #[test]
 fn successful_read_refreshes_the_cached_copy() {
     let (mut h, t0) = start(with_max_stale(10 * SEC));
-    assert_eq!(
-        h.send(&get_user(1), t0 + 8 * SEC).body["from_cache"],
-        false
-    );
+    assert_eq!(h.send(&get_user(1), t0 + 8 * SEC).body["from_cache"], false);
     // At t0+15s the warm copies (fetched at t0) are too old; user 1's copy
     // was refreshed at t0+8s and still serves.
     let refreshed = h.send(&get_user(1).service_unavailable(), t0 + 15 * SEC);
@@ -412,10 +409,7 @@ fn open_breaker_does_not_serve_a_copy_older_than_cache_max_stale() {
     config.service.max_stale = 10 * SEC;
     let (mut h, t0) = start(config);
     open_user_breaker(&mut h, t0 + 9 * SEC);
-    assert_eq!(
-        h.send(&get_user(3), t0 + 10 * SEC).body["from_cache"],
-        true
-    );
+    assert_eq!(h.send(&get_user(3), t0 + 10 * SEC).body["from_cache"], true);
     let expired = h.send(&get_user(4), t0 + 11 * SEC);
     assert_eq!(expired.code(), 11);
     assert_eq!(h.breaker("user").state(), BreakerState::Open);
@@ -505,7 +499,10 @@ fn cache_entries_stay_flat_however_many_ids_pass_through() {
 fn string_and_integer_ids_are_distinct_and_echoed_as_given() {
     let (mut h, t0) = demo_node();
     // "123" (a string) was never fetched; 123 (an integer) is warm.
-    assert_eq!(h.send(&get_user("123").service_unavailable(), t0).code(), 11);
+    assert_eq!(
+        h.send(&get_user("123").service_unavailable(), t0).code(),
+        11
+    );
     assert_eq!(
         h.send(&get_user(123).service_unavailable(), t0).body["user"]["id"],
         123
@@ -944,7 +941,10 @@ fn missing_or_ill_typed_field_is_malformed_naming_the_field() {
             get_product(1).with("service_unavailable", "yes"),
             "service_unavailable",
         ),
-        (set_service_health("user", false).without("service"), "service"),
+        (
+            set_service_health("user", false).without("service"),
+            "service",
+        ),
         (set_service_health("billing", false), "service"),
         (Request::new("search"), "query"),
         (Request::new("get_reviews"), "product_id"),
@@ -961,7 +961,11 @@ fn missing_or_ill_typed_field_is_malformed_naming_the_field() {
         assert_eq!(reply.body["in_reply_to"], 1, "{body}");
         assert!(reply.error_text().contains(field), "{body}: {}", reply.text);
     }
-    assert_eq!(h.calls_made("user"), 0, "nothing malformed reaches a service");
+    assert_eq!(
+        h.calls_made("user"),
+        0,
+        "nothing malformed reaches a service"
+    );
 }
 
 #[test]
@@ -1069,7 +1073,10 @@ fn init_names_the_node_for_every_later_reply() {
 
     let init_reply = h.send(&init("n7", &["n7", "n8"]).msg_id(2), t0);
     assert_eq!(init_reply.text, r#"{"type":"init_ok","in_reply_to":2}"#);
-    assert_eq!(init_reply.src, "n7", "init_ok already comes from the new name");
+    assert_eq!(
+        init_reply.src, "n7",
+        "init_ok already comes from the new name"
+    );
 
     // Requests still addressed to "n1" are answered from "n7".
     let after = h.send(&echo(0).msg_id(3), t0);

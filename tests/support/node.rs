@@ -239,8 +239,7 @@ impl Reply {
             dest: String,
             body: Box<RawValue>,
         }
-        let parsed: Line =
-            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        let parsed: Line = serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
         Reply {
             src: parsed.src,
             dest: parsed.dest,
