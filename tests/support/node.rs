@@ -11,10 +11,10 @@
 //! it makes instead, so a test decides when each is answered, how, or
 //! whether it is left to reach its deadline.
 
-use grace::core::breaker::CircuitBreaker;
+use grace::core::breaker::{BreakerConfig, CircuitBreaker};
 use grace::core::queue::journal::JournalInfo;
 use grace::core::queue::{RecoveredQueue, SettledCounts, StoredWrite, WriteQueue};
-use grace::core::{Call, CallId, CallResult, ServiceId};
+use grace::core::{Call, CallId, CallResult, ServiceId, ServiceSpec};
 use grace::demo::DemoData;
 use grace::demo::in_process::{DemoCall, DemoServices};
 use grace::maelstrom::node::{Effect, InProcessNode, Node, NodeConfig};
@@ -303,6 +303,18 @@ pub fn durable_journal() -> JournalInfo {
 // The harness
 // ---------------------------------------------------------------------------
 
+/// The default configuration with `breaker` for every service.
+pub fn with_breaker(breaker: BreakerConfig) -> NodeConfig {
+    let defaults = NodeConfig::default();
+    NodeConfig {
+        service: ServiceSpec {
+            breaker,
+            ..defaults.service.clone()
+        },
+        ..defaults
+    }
+}
+
 /// Who answers the node's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Calls {
@@ -448,6 +460,24 @@ impl Harness {
         replies.remove(0)
     }
 
+    /// Sends `request`, which must wait for a call: no reply yet, one more
+    /// request parked.
+    pub fn park(&mut self, request: &Request, now: Instant) {
+        let parked = self.node().parked_requests();
+        let replies = self.replies_to(request, now);
+        assert!(
+            replies.is_empty(),
+            "{} was answered at once: {replies:?}",
+            request.line()
+        );
+        assert_eq!(
+            self.node().parked_requests(),
+            parked + 1,
+            "{} is not parked",
+            request.line()
+        );
+    }
+
     /// The `status` body at `now`.
     pub fn status(&mut self, now: Instant) -> Value {
         let reply = self.send(&get_status().msg_id(999), now);
@@ -540,6 +570,14 @@ impl Harness {
             .collect()
     }
 
+    /// The held call `id`.
+    pub fn held_call(&self, id: CallId) -> &Call<DemoCall> {
+        self.held
+            .iter()
+            .find(|call| call.id == id)
+            .unwrap_or_else(|| panic!("no held call {id:?}"))
+    }
+
     fn take_held(&mut self, id: CallId) -> Call<DemoCall> {
         let index = self
             .held
@@ -568,17 +606,5 @@ impl Harness {
         self.grace.node.complete(id, result, now);
         self.perform_effects(now);
         self.take_replies()
-    }
-}
-
-/// The default configuration with `breaker` for every service.
-pub fn with_breaker(breaker: grace::core::breaker::BreakerConfig) -> NodeConfig {
-    let defaults = NodeConfig::default();
-    NodeConfig {
-        service: grace::core::ServiceSpec {
-            breaker,
-            ..defaults.service.clone()
-        },
-        ..defaults
     }
 }
