@@ -300,7 +300,7 @@ pub fn durable_journal() -> JournalInfo {
 }
 
 // ---------------------------------------------------------------------------
-// The harness
+// Configurations
 // ---------------------------------------------------------------------------
 
 /// The default configuration with `breaker` for every service.
@@ -314,6 +314,10 @@ pub fn with_breaker(breaker: BreakerConfig) -> NodeConfig {
         ..defaults
     }
 }
+
+// ---------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------
 
 /// Who answers the node's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,11 +341,6 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A node with every default (and seed 0).
-    pub fn demo() -> Self {
-        Self::new(NodeConfig::default())
-    }
-
     /// A node on the built-in demo data, its calls answered at once.
     pub fn new(config: NodeConfig) -> Self {
         Self::with_data(config, DemoData::builtin())
@@ -411,21 +410,15 @@ impl Harness {
         self.node().core().queue()
     }
 
-    /// Performs the node's effects: service health at once; calls answered
-    /// by the demo services, or held.
-    fn perform_effects(&mut self, now: Instant) {
+    /// With [`Calls::Held`]: performs what the node asked of the runtime,
+    /// holding its calls (service health changes at once).
+    fn hold_effects(&mut self) {
         while let Some(effect) = self.grace.node.poll_effect() {
             match effect {
                 Effect::SetServiceHealth { service, available } => {
                     self.grace.demo.set_available(service, available)
                 }
-                Effect::Call(call) => match self.calls {
-                    Calls::AnsweredAtOnce => {
-                        let result = self.grace.demo.answer(&call);
-                        self.grace.node.complete(call.id, result, now);
-                    }
-                    Calls::Held => self.held.push(call),
-                },
+                Effect::Call(call) => self.held.push(call),
             }
         }
     }
@@ -436,8 +429,13 @@ impl Harness {
 
     /// Feeds one raw input line and returns the replies written meanwhile.
     pub fn feed(&mut self, line: &[u8], now: Instant) -> Vec<Reply> {
-        self.grace.node.handle_message(line, 1, now);
-        self.perform_effects(now);
+        match self.calls {
+            Calls::AnsweredAtOnce => self.grace.handle_message(line, 1, now),
+            Calls::Held => {
+                self.grace.node.handle_message(line, 1, now);
+                self.hold_effects();
+            }
+        }
         self.take_replies()
     }
 
@@ -492,14 +490,19 @@ impl Harness {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.grace.node.poll_timeout()
+        self.grace.poll_timeout()
     }
 
     /// Does the work due at `now`; returns the replies it wrote (those of
     /// requests parked on calls that timed out, never unsolicited ones).
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Reply> {
-        self.grace.node.handle_timeout(now);
-        self.perform_effects(now);
+        match self.calls {
+            Calls::AnsweredAtOnce => self.grace.handle_timeout(now),
+            Calls::Held => {
+                self.grace.node.handle_timeout(now);
+                self.hold_effects();
+            }
+        }
         self.take_replies()
     }
 
@@ -604,7 +607,7 @@ impl Harness {
 
     fn finish(&mut self, id: CallId, result: CallResult, now: Instant) -> Vec<Reply> {
         self.grace.node.complete(id, result, now);
-        self.perform_effects(now);
+        self.hold_effects();
         self.take_replies()
     }
 }
