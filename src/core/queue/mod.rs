@@ -19,7 +19,6 @@
 
 pub mod journal;
 #[cfg(test)]
-#[cfg(any())]
 mod tests;
 
 use crate::core::ServiceId;
