@@ -83,7 +83,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if args.admin_listen == args.listen {
+    // Port 0 asks the OS for a free port: two of those never collide.
+    if args.admin_listen == args.listen && args.listen.port() != 0 {
         eprintln!(
             "grace serve: --listen and --admin-listen must differ: admin routes are never public"
         );
