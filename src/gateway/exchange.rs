@@ -13,6 +13,7 @@
 
 use crate::core::breaker::BreakerState;
 use crate::core::cache::CachedCopy;
+use crate::core::queue::StoredResponse;
 use crate::core::{Response as CoreResponse, Storage};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -37,6 +38,9 @@ pub const DEGRADED: HeaderName = HeaderName::from_static("grace-degraded");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// The client's key for a write (IETF httpapi draft, Stripe).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Marks an answer that repeats the one a key's first request got (the
+/// name Stripe and the demo upstream use).
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// The chain of client addresses a proxy adds to.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `Cache-Status` of a stale copy served because the service failed.
@@ -293,6 +297,26 @@ pub fn fresh(answer: &CoreResponse, circuit: BreakerState) -> Response<Body> {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     with_circuit(
         response(status, answer.headers.clone(), answer.body.clone()),
+        circuit,
+    )
+}
+
+/// A repeat of a delivered write: the answer its delivery got, as the
+/// queue kept it (status, content type, body up to its bound), marked as a
+/// replay.
+pub fn replayed(stored: &StoredResponse, circuit: BreakerState) -> Response<Body> {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = stored
+        .content_type
+        .as_deref()
+        .and_then(|content_type| HeaderValue::from_str(content_type).ok())
+    {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    with_circuit(
+        response(status, headers, Bytes::from(stored.body.clone())),
         circuit,
     )
 }

@@ -318,18 +318,7 @@ fn respond_write(
             let first_id = snapshot.write.public_id.clone().unwrap_or_default();
             match (&snapshot.write.status, &snapshot.write.response) {
                 (WriteStatus::Delivered, Some(stored)) => {
-                    let mut headers = HeaderMap::new();
-                    if let Some(value) = stored
-                        .content_type
-                        .as_deref()
-                        .and_then(|ct| HeaderValue::from_str(ct).ok())
-                    {
-                        headers.insert(header::CONTENT_TYPE, value);
-                    }
-                    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-                    let answer =
-                        exchange::response(status, headers, Bytes::from(stored.body.clone()));
-                    (answer, RequestOutcome::Fresh)
+                    (exchange::replayed(stored, circuit), RequestOutcome::Fresh)
                 }
                 (status, _) => (
                     exchange::accepted(
