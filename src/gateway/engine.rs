@@ -487,8 +487,12 @@ impl Engine {
             let mut progressed = false;
             while let Some(call) = self.core.poll_call() {
                 progressed = true;
+                let started = Instant::now();
                 if let Some(result) = self.upstreams.start(call.service, &call, &self.events) {
-                    // Answered in-process, at once.
+                    // Answered in-process, at once; counted like any call.
+                    let service = self.core.services().name(call.service);
+                    self.metrics
+                        .upstream_call(service, &result, started.elapsed());
                     self.core.complete(call.id, result, now);
                 }
             }
