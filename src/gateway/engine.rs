@@ -34,7 +34,7 @@ use http::{HeaderMap, Method};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Events waiting for the engine before senders wait in turn.
 pub const EVENT_QUEUE: usize = 4096;
@@ -219,19 +219,19 @@ impl Engine {
         self.commits = commits;
     }
 
-    /// Runs until every sender of events is gone, then commits what is left.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+    /// Runs until `stop` (or until every sender of events is gone), then
+    /// commits what is left and closes the journal. Calls still in flight
+    /// then are abandoned: a delivery cut so is made again after a restart,
+    /// under the same idempotency key.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
         let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
         loop {
             let deadline = self.core.poll_timeout();
-            let received = match deadline {
-                Some(deadline) => {
-                    tokio::select! {
-                        count = events.recv_many(&mut batch, EVENTS_PER_BATCH) => Some(count),
-                        () = tokio::time::sleep_until(deadline.into()) => None,
-                    }
-                }
-                None => Some(events.recv_many(&mut batch, EVENTS_PER_BATCH).await),
+            let received = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                count = events.recv_many(&mut batch, EVENTS_PER_BATCH) => Some(count),
+                () = sleep_until_deadline(deadline) => None,
             };
             let now = Instant::now();
             match received {
@@ -245,11 +245,11 @@ impl Engine {
             }
             self.settle(now);
         }
-        let now = Instant::now();
-        self.core.handle_timeout(now);
-        self.settle(now);
+        // Nothing new starts now; what the core still holds is committed.
+        let rows = self.core.take_journal_writes();
+        self.commit_then_send(rows, Vec::new());
         if let Some(commits) = self.commits.take() {
-            commits.close();
+            let _ = tokio::task::spawn_blocking(move || commits.close()).await;
         }
     }
 
@@ -582,6 +582,14 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -59,6 +59,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use upstream::{Target, Upstreams};
 
+/// Longest a stopping gateway waits for its last journal commit.
+const JOURNAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs `grace serve` until SIGTERM/SIGINT.
 pub fn run(args: ServeArgs) -> ExitCode {
     let defaults = ServiceSpec {
@@ -167,7 +170,8 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         events.clone(),
     );
     engine.recover(opened.info, opened.recovered, commits);
-    let engine = tokio::spawn(engine.run(receiver));
+    let (stop_engine, engine_stop) = watch::channel(false);
+    let engine = tokio::spawn(engine.run(receiver, engine_stop));
     let sampler = tokio::spawn(cpu::sample(
         Duration::from_millis(args.cpu_sample_ms),
         events.clone(),
@@ -231,9 +235,15 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     }
     sampler.abort();
     let _ = sampler.await;
-    // The engine ends when the last event sender is gone (calls still in
-    // flight hold one until their deadline), and commits what is left.
-    let _ = tokio::time::timeout(grace.max(Duration::from_secs(1)), engine).await;
+    // Every request is answered (or the grace period is over): the engine
+    // commits what is left and closes the journal.
+    let _ = stop_engine.send(true);
+    if tokio::time::timeout(JOURNAL_CLOSE_TIMEOUT, engine)
+        .await
+        .is_err()
+    {
+        tracing::error!("the journal did not close in time; pending rows may be lost");
+    }
     if journal_failed {
         ExitCode::FAILURE
     } else {
