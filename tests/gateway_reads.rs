@@ -641,3 +641,46 @@ fn a_route_without_the_cache_fallback_keeps_no_copy() {
     );
     assert_eq!(gateway.status()["cache"]["entries"], 0);
 }
+
+#[test]
+fn a_partial_answer_to_a_range_request_is_never_served_as_the_whole() {
+    let upstream = ScriptedUpstream::start(|request| match request.header("range") {
+        Some(_) => canned(206, &[("content-range", "bytes 0-2/11")], "hel"),
+        None => canned(200, &[], "hello world"),
+    });
+    let gateway = things_gateway(&upstream, "", "cache");
+    let part = gateway.get_with("/things/1", &[("range", "bytes=0-2")]);
+    assert_eq!((part.status, part.body.as_str()), (206, "hel"), "{part:?}");
+    fail_from_now_on(&upstream);
+    assert_unavailable(&gateway.get("/things/1"), "things");
+}
+
+#[test]
+fn a_conditional_request_in_flight_is_not_shared_with_a_plain_one() {
+    let upstream = ScriptedUpstream::start(|request| match request.header("if-none-match") {
+        Some(_) => {
+            // Slow, so the plain request arrives while it is in flight.
+            std::thread::sleep(Duration::from_millis(500));
+            canned(304, &[("etag", "\"v1\"")], "")
+        }
+        None => canned(200, &[("etag", "\"v1\"")], "full"),
+    });
+    let gateway = things_gateway(&upstream, "", "cache");
+    let conditional = {
+        let url = gateway.url("/things/1");
+        std::thread::spawn(move || {
+            support::gateway::send(
+                &support::upstream::http_agent(),
+                "GET",
+                &url,
+                &[("if-none-match", "\"v1\"")],
+                None,
+            )
+        })
+    };
+    upstream.wait_for_requests(1);
+    let plain = gateway.get("/things/1");
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert_eq!(plain.body, "full");
+    assert_eq!(conditional.join().unwrap().status, 304);
+}

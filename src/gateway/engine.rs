@@ -311,20 +311,30 @@ impl Engine {
                     &incoming.headers,
                     &route.vary,
                 );
+                // A range or a precondition asks what no other request
+                // asks: its own call, and its answer is not kept (on
+                // failure it still gets the whole copy, if there is one).
+                let (sharing, keep) = if exchange::is_partial_or_conditional(&incoming.headers) {
+                    (Sharing::Alone, None)
+                } else {
+                    (
+                        Sharing::Coalesce,
+                        Some((incoming.route, route.vary.clone())),
+                    )
+                };
                 let call = HttpCall {
                     method: incoming.method,
                     path_and_query: incoming.path_and_query,
                     headers,
                     body: incoming.body,
-                    keep: Some((incoming.route, route.vary.clone())),
+                    keep,
                 };
                 let waiter = Waiter::Client {
                     reply: incoming.reply,
                     service,
                     write: None,
                 };
-                self.core
-                    .read(waiter, service, &key, call, Sharing::Coalesce, now);
+                self.core.read(waiter, service, &key, call, sharing, now);
             }
             Fallback::None => {
                 let call = HttpCall {

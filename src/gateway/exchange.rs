@@ -126,6 +126,25 @@ pub fn cache_key(
     key
 }
 
+/// Request headers that make a GET ask something narrower than the
+/// resource: a part of it (`Range`), or an answer only if it changed (the
+/// preconditions of RFC 9110 §13).
+const NARROWING: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Whether a GET asks for a part of its resource or sets a precondition:
+/// its answer (a `206`, a `304`) answers no other request, so it is neither
+/// shared with identical requests in flight nor kept as a copy.
+pub fn is_partial_or_conditional(headers: &HeaderMap) -> bool {
+    NARROWING.iter().any(|name| headers.contains_key(name))
+}
+
 /// Whether a fresh answer to a GET on a cache route may be kept, and for
 /// how long. `vary_known` is whether every header the answer varies on was
 /// part of the request's key (otherwise a copy would be served to requests
@@ -493,6 +512,24 @@ mod tests {
             anonymous,
             "not varied on: not keyed"
         );
+    }
+
+    #[test]
+    fn ranges_and_preconditions_narrow_a_request() {
+        assert!(!is_partial_or_conditional(&headers(&[("accept", "*/*")])));
+        for name in [
+            "range",
+            "if-range",
+            "if-none-match",
+            "if-modified-since",
+            "if-match",
+            "if-unmodified-since",
+        ] {
+            assert!(
+                is_partial_or_conditional(&headers(&[(name, "x")])),
+                "{name}"
+            );
+        }
     }
 
     #[test]
