@@ -121,6 +121,7 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
         connection: x-upstream-private\r\n\
         keep-alive: timeout=5\r\n\
         proxy-authenticate: Basic\r\n\
+        proxy-authentication-info: nextnonce=\"x\"\r\n\
         upgrade: h2c\r\n\
         trailer: x-checksum\r\n\
         x-upstream-private: 1\r\n\
@@ -140,6 +141,7 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
             upgrade: websocket\r\n\
             proxy-authorization: Basic Zm9vOmJhcg==\r\n\
             proxy-connection: keep-alive\r\n\
+            proxy-trace: on\r\n\
             x-client-private: 1\r\n\
             x-end-to-end: request\r\n\r\n",
         )
@@ -155,6 +157,7 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
     for name in [
         "keep-alive",
         "proxy-authenticate",
+        "proxy-authentication-info",
         "upgrade",
         "trailer",
         "x-upstream-private",
@@ -177,6 +180,7 @@ fn hop_by_hop_headers_are_not_forwarded_either_way() {
         "upgrade",
         "proxy-authorization",
         "proxy-connection",
+        "proxy-trace",
         "x-client-private",
     ] {
         assert_eq!(sent.header(name), None, "{name} crossed: {sent:?}");
@@ -195,12 +199,22 @@ fn x_forwarded_for_is_added_with_the_client_address() {
     let gateway = things_gateway(&upstream, "", "none");
     gateway.get("/things/1");
     gateway.get_with("/things/2", &[("x-forwarded-for", "203.0.113.9")]);
-    let sent = upstream.wait_for_requests(2);
+    // Two header lines are one list (RFC 9110 §5.3).
+    support::gateway::raw_exchange(
+        gateway.listen_addr(),
+        b"GET /things/3 HTTP/1.1\r\nhost: grace\r\n\
+          x-forwarded-for: 198.51.100.1\r\nx-forwarded-for: 198.51.100.2\r\n\r\n",
+    );
+    let sent = upstream.wait_for_requests(3);
     assert_eq!(sent[0].header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(
         sent[1].header("x-forwarded-for"),
         Some("203.0.113.9, 127.0.0.1"),
         "appended to the chain the client brought"
+    );
+    assert_eq!(
+        sent[2].header("x-forwarded-for"),
+        Some("198.51.100.1, 198.51.100.2, 127.0.0.1")
     );
 }
 

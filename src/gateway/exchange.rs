@@ -49,28 +49,35 @@ const STALE_IF_ERROR: &str = "grace; hit; detail=stale-if-error";
 const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Headers that describe one connection, not the message: never forwarded
-/// either way (RFC 9110 §7.6.1), nor are the headers `Connection` names.
-const HOP_BY_HOP: [&str; 9] = [
+/// either way (RFC 9110 §7.6.1), nor are the headers `Connection` names,
+/// nor any `Proxy-*` header (they are between a client and its proxy).
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
 ];
+/// The prefix of the proxy headers (`Proxy-Authorization`,
+/// `Proxy-Authenticate`, `Proxy-Authentication-Info`, `Proxy-Connection`).
+const PROXY_PREFIX: &str = "proxy-";
 
 /// Removes hop-by-hop headers, and those `Connection` lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    let mut listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
+    listed.extend(
+        headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(PROXY_PREFIX))
+            .cloned(),
+    );
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -86,10 +93,15 @@ pub fn forwarded_request_headers(from_client: &HeaderMap, client: IpAddr) -> Hea
     let mut headers = from_client.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client.to_string(),
-    };
+    // Several header lines are one comma-separated list.
+    let mut chain: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    chain.push(client.to_string());
+    let chain = chain.join(", ");
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -468,6 +480,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("transfer-encoding", "chunked"),
             ("proxy-authorization", "Basic x"),
+            ("proxy-authentication-info", "nextnonce=x"),
             ("x-secret", "1"),
             ("accept", "application/json"),
         ]);
