@@ -65,6 +65,39 @@ fn a_client_too_slow_to_send_its_headers_is_dropped_while_others_are_served() {
 }
 
 #[test]
+fn a_client_too_slow_to_send_its_body_gets_408_and_frees_its_place() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = Gateway::builder()
+        .config(&demo_config(&upstream.url(""), ""))
+        .args(["--max-in-flight", "1", "--body-read-timeout-ms", "1000"])
+        .spawn();
+    let mut slow = RawConnection::open(gateway.listen_addr());
+    let started = Instant::now();
+    slow.write(
+        b"POST /orders HTTP/1.1\r\nhost: grace\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"item\":",
+    )
+    .unwrap();
+    // It holds the only place until its time is up; then others get it.
+    gateway.wait_until("the slow client in flight", || {
+        (gateway.get("/users/1").status == 503).then_some(())
+    });
+    let served = gateway.wait_until("another client served", || {
+        let reply = gateway.get("/users/1");
+        (reply.status == 200).then_some(Instant::now())
+    });
+    let reply = slow.read_response().expect("an answer before the close");
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(served - started >= Duration::from_millis(900));
+    assert!(
+        slow.closed_within(Duration::from_secs(5)),
+        "and the connection closed"
+    );
+    assert_eq!(upstream.stats()["by_route"]["POST /orders"], 0);
+}
+
+#[test]
 fn request_headers_beyond_the_limit_get_431() {
     let upstream = DemoUpstream::spawn();
     let gateway = Gateway::builder()

@@ -178,6 +178,7 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     ));
     let limits = Limits {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         max_header_bytes: args.max_header_bytes as usize,
         max_body_bytes: args.max_body_bytes as usize,
         max_in_flight: args.max_in_flight as usize,

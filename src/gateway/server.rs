@@ -3,8 +3,9 @@
 //! into a response.
 //!
 //! Limits, each a flag with a default: a client that does not send its
-//! headers in time is dropped (slowloris), headers too large get `431`, a
-//! body too large `413`, and beyond `--max-in-flight` requests at once a
+//! headers in time is dropped (slowloris), one that does not send its
+//! body in time gets `408`, headers too large get `431`, a body too large
+//! `413`, and beyond `--max-in-flight` requests at once a
 //! request gets `503` with `Retry-After` at once (a bulkhead: nothing
 //! queues up in memory). The admin routes are not served here, ever.
 
@@ -32,6 +33,8 @@ const REQUEST_STATUS_PREFIX: &str = "/grace/requests/";
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
@@ -150,12 +153,26 @@ impl Public {
         if declared.is_some_and(|length| length > self.limits.max_body_bytes as u64) {
             return rejected(too_large());
         }
-        let body = match Limited::new(body, self.limits.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => return rejected(too_large()),
+        let read = Limited::new(body, self.limits.max_body_bytes).collect();
+        let body = match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => return rejected(too_large()),
+            Err(_) => {
+                // A slow body holds a place in flight: give it back, and
+                // end the connection (the rest of the body never came).
+                let mut answer = exchange::problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the body did not arrive within {} ms",
+                        self.limits.body_read_timeout.as_millis()
+                    ),
+                    serde_json::Value::Null,
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return rejected(answer);
+            }
         };
         let path_and_query = parts.uri.path_and_query().map_or_else(
             || parts.uri.path().to_string(),
