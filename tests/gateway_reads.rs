@@ -698,3 +698,70 @@ fn a_conditional_request_in_flight_is_not_shared_with_a_plain_one() {
     assert_eq!(plain.body, "full");
     assert_eq!(conditional.join().unwrap().status, 304);
 }
+
+// ---------------------------------------------------------------------------
+// Routes
+
+fn assert_problem(reply: &Reply, status: u16) {
+    assert_eq!(reply.status, status, "{reply:?}");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json"),
+        "{reply:?}"
+    );
+    assert_eq!(reply.json()["status"], status, "{reply:?}");
+}
+
+#[test]
+fn a_request_matching_no_route_gets_a_404_problem() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream, "");
+    upstream.reset_stats();
+    assert_problem(&gateway.get("/nowhere"), 404);
+    assert_problem(&gateway.get("/"), 404);
+    assert_eq!(upstream.stats()["requests"], 0, "nothing was sent on");
+}
+
+#[test]
+fn a_parameter_matches_one_segment_and_a_plain_path_matches_exactly() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream, "");
+    assert_eq!(gateway.get("/users/alice").status, 200);
+    assert_eq!(
+        gateway.get("/users/a%2Fb").status,
+        200,
+        "an encoded slash is in the segment"
+    );
+    for path in [
+        "/users",
+        "/users/",
+        "/users/1/2",
+        "/search/",
+        "/searching",
+        "/orders/1",
+    ] {
+        assert_problem(&gateway.get(path), 404);
+    }
+    assert_eq!(
+        gateway.get("/search?q=Pro").status,
+        200,
+        "the query is no part of the path"
+    );
+    assert_eq!(upstream.stats()["by_route"]["other"], 0);
+}
+
+#[test]
+fn a_known_path_asked_with_another_method_gets_a_405_problem() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream, "");
+    let reply = gateway.request("DELETE", &gateway.url("/users/1"), &[], None);
+    assert_problem(&reply, 405);
+    assert_eq!(
+        reply.header("allow"),
+        Some("GET"),
+        "RFC 9110: a 405 says what is allowed"
+    );
+    let reply = gateway.get("/orders");
+    assert_problem(&reply, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+}

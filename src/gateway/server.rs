@@ -94,12 +94,18 @@ impl Public {
             return Ok(self.request_status(request.method(), public_id).await);
         }
         let Some(route) = self.router.route(request.method(), &path) else {
-            let answer = if self.router.path_known(&path) {
-                exchange::problem(
+            let allowed = self.router.methods_for(&path);
+            let answer = if !allowed.is_empty() {
+                let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                let mut answer = exchange::problem(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &format!("no route takes {} {path}", request.method()),
                     serde_json::Value::Null,
-                )
+                );
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    answer.headers_mut().insert(header::ALLOW, value);
+                }
+                answer
             } else {
                 exchange::problem(
                     StatusCode::NOT_FOUND,
