@@ -247,7 +247,7 @@ fn an_open_breaker_answers_at_once_without_calling_the_upstream() {
     // grace's own time plus loopback.
     let agent = http_agent();
     let url = gateway.url("/users/2");
-    let fastest = (0..100)
+    let mut round_trips: Vec<Duration> = (0..100)
         .map(|_| {
             let asked = Instant::now();
             let reply = send(&agent, "GET", &url, &[], None);
@@ -255,8 +255,10 @@ fn an_open_breaker_answers_at_once_without_calling_the_upstream() {
             assert_eq!(reply.status, 503, "{reply:?}");
             took
         })
-        .min()
-        .unwrap();
+        .collect();
+    round_trips.sort_unstable();
+    let (fastest, median) = (round_trips[0], round_trips[round_trips.len() / 2]);
+    eprintln!("open breaker, client round trip: fastest {fastest:?}, median {median:?}");
     assert!(fastest < Duration::from_millis(1), "fastest {fastest:?}");
     assert_eq!(upstream.stats()["requests"], 0);
 }
