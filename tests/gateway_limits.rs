@@ -71,17 +71,30 @@ fn a_client_too_slow_to_send_its_body_gets_408_and_frees_its_place() {
         .config(&demo_config(&upstream.url(""), ""))
         .args(["--max-in-flight", "1", "--body-read-timeout-ms", "1000"])
         .spawn();
-    let mut slow = RawConnection::open(gateway.listen_addr());
-    let started = Instant::now();
-    slow.write(
-        b"POST /orders HTTP/1.1\r\nhost: grace\r\ncontent-type: application/json\r\n\
-          content-length: 100\r\n\r\n{\"item\":",
-    )
-    .unwrap();
-    // It holds the only place until its time is up; then others get it.
+    // It must take the only place before anyone else does: a probe
+    // answered 503 says it has. A probe that came first may have turned it
+    // away: then start over on a fresh connection.
+    let send_slowly = || {
+        let mut slow = RawConnection::open(gateway.listen_addr());
+        slow.write(
+            b"POST /orders HTTP/1.1\r\nhost: grace\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"item\":",
+        )
+        .unwrap();
+        (slow, Instant::now())
+    };
+    let mut candidate = send_slowly();
     gateway.wait_until("the slow client in flight", || {
-        (gateway.get("/users/1").status == 503).then_some(())
+        if gateway.get("/users/1").status == 503 {
+            return Some(());
+        }
+        if candidate.0.has_news_within(Duration::from_millis(1)) {
+            candidate = send_slowly();
+        }
+        None
     });
+    let (mut slow, started) = candidate;
+    // It holds the place until its time is up; then others get it.
     let served = gateway.wait_until("another client served", || {
         let reply = gateway.get("/users/1");
         (reply.status == 200).then_some(Instant::now())

@@ -563,6 +563,21 @@ impl RawConnection {
         })
     }
 
+    /// Whether something arrived (bytes, or the end of the connection)
+    /// within `within`; nothing is consumed.
+    pub fn has_news_within(&mut self, within: Duration) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .expect("timeout");
+        let news = self.reader.fill_buf().is_ok();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(GATEWAY_TIMEOUT))
+            .expect("timeout");
+        news
+    }
+
     /// Whether the other side has closed (a read gives end of file or a
     /// reset) within `within`.
     pub fn closed_within(&mut self, within: Duration) -> bool {
