@@ -111,6 +111,12 @@ fn a_fresh_answer_passes_status_body_and_end_to_end_headers_through() {
     let sent = upstream.wait_for_requests(1);
     assert_eq!(sent[0].method, "GET");
     assert_eq!(sent[0].target, "/things/1?x=y", "path and query as asked");
+    let authority = upstream.url().trim_start_matches("http://").to_string();
+    assert_eq!(
+        sent[0].header("host"),
+        Some(authority.as_str()),
+        "the upstream's Host"
+    );
 }
 
 #[test]

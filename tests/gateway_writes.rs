@@ -107,7 +107,13 @@ fn a_write_the_upstream_cannot_take_is_accepted_into_the_queue() {
     let upstream = DemoUpstream::spawn();
     let gateway = demo_gateway(&upstream);
     upstream.set_faults(json!({ "mode": "refuse" }));
-    let first = assert_accepted(&gateway.post("/orders", &order(1), &[]), 1);
+    let reply = gateway.post("/orders", &order(1), &[]);
+    assert_eq!(
+        reply.header("grace-circuit-state"),
+        Some("closed"),
+        "{reply:?}"
+    );
+    let first = assert_accepted(&reply, 1);
     let second = assert_accepted(&gateway.post("/orders", &order(2), &[]), 2);
     assert_ne!(first, second);
     let status = request_status(&gateway, &first);
