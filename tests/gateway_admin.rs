@@ -480,3 +480,20 @@ fn metrics_count_calls_to_the_built_in_demo_services_too() {
         );
     }
 }
+
+#[test]
+fn a_call_that_times_out_is_counted_once_and_is_no_late_answer() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = Gateway::with_config(&demo_config(&upstream.url(""), "timeout_ms = 300"));
+    upstream.set_faults(json!({ "mode": "hang" }));
+    for id in 1..=3 {
+        assert_eq!(gateway.get(&format!("/users/{id}")).status, 503);
+    }
+    let key = r#"grace_upstream_calls_total{service="user",result="timed_out"}"#;
+    gateway.wait_until("three timed-out calls counted", || {
+        (sample(&gateway.metrics(), key) == Some(3.0)).then_some(())
+    });
+    let status = gateway.status();
+    assert_eq!(gateway.service_status("user")["timeouts"], 3, "{status}");
+    assert_eq!(status["late_answers"], 0, "no answer came at all: {status}");
+}

@@ -25,8 +25,8 @@ use crate::core::load_mode::{FeatureId, Mode};
 use crate::core::queue::journal::JournalInfo;
 use crate::core::queue::{RecoveredQueue, StoredWrite};
 use crate::core::{
-    CallId, CallResult, Core, CoreConfig, NewWrite, Outcome, ReadOutcome, RepeatPolicy,
-    SendOutcome, ServiceId, Services, Sharing, WriteOutcome, WriteSnapshot,
+    CallFailure, CallId, CallResult, Core, CoreConfig, NewWrite, Outcome, ReadOutcome,
+    RepeatPolicy, SendOutcome, ServiceId, Services, Sharing, WriteOutcome, WriteSnapshot,
 };
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -105,6 +105,12 @@ pub enum Event {
     Completed {
         id: CallId,
         result: CallResult,
+        service: ServiceId,
+        took: Duration,
+    },
+    /// A call got no answer by its deadline (the core fails it there on
+    /// its own); counted in the metrics.
+    TimedOut {
         service: ServiceId,
         took: Duration,
     },
@@ -265,6 +271,11 @@ impl Engine {
                 self.metrics
                     .upstream_call(self.core.services().name(service), &result, took);
                 self.core.complete(id, result, now);
+            }
+            Event::TimedOut { service, took } => {
+                let timed_out = CallResult::Failed(CallFailure::TimedOut);
+                self.metrics
+                    .upstream_call(self.core.services().name(service), &timed_out, took);
             }
             Event::LearnVary { route, names } => {
                 let vary = &mut self.routes[route].vary;
