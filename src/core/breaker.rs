@@ -498,6 +498,9 @@ impl CircuitBreaker {
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.state {
             State::Open { until } => Some(until),
+            State::HalfOpen { since, .. } if is_planted(PlantedBug::HalfOpenWakesAtOnce) => {
+                Some(since)
+            }
             State::HalfOpen { since, .. } => {
                 self.config.max_wait_in_half_open.map(|max| since + max)
             }
@@ -575,7 +578,8 @@ impl CircuitBreaker {
                 }
             }
             State::HalfOpen { probes_out, .. } => {
-                if *probes_out < self.config.permitted_calls_in_half_open.max(1) {
+                let extra = u32::from(is_planted(PlantedBug::ExtraHalfOpenProbe));
+                if *probes_out < self.config.permitted_calls_in_half_open.max(1) + extra {
                     *probes_out += 1;
                     Ok(Permit {
                         generation: self.generation,

@@ -343,7 +343,9 @@ impl<W, P> Core<W, P> {
     /// breaker lets it through.
     fn pump(&mut self, service: ServiceId, now: Instant) {
         let index = service.index();
-        if self.writes.lanes[index].in_flight.is_some() {
+        if self.writes.lanes[index].in_flight.is_some()
+            && !is_planted(PlantedBug::SecondDeliveryInFlight)
+        {
             return;
         }
         let forced = self.writes.lanes[index].forced;
