@@ -493,6 +493,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// Half-open with every permitted probe out: no call is let through
+    /// until a probe's outcome (or the end of `max_wait_in_half_open`)
+    /// decides, so waiting for the clock alone would be spinning.
+    pub fn awaits_probes(&self) -> bool {
+        match self.state {
+            State::HalfOpen { probes_out, .. } => {
+                probes_out >= self.config.permitted_calls_in_half_open.max(1)
+            }
+            _ => false,
+        }
+    }
+
     /// The next instant at which [`Self::poll`] changes something: the end
     /// of the open wait, or of `max_wait_in_half_open`.
     pub fn next_deadline(&self) -> Option<Instant> {
