@@ -20,8 +20,9 @@ use crate::core::queue::RecoveredQueue;
 use crate::core::queue::journal::{self, JournalInfo, SqliteJournal, UnjournaledOrders};
 use crate::demo::DemoData;
 use crate::maelstrom::node::InProcessNode;
+use crate::protocol::framing::{Frame, FrameSink, Framer, Offer};
 use crate::protocol::reply::UNNAMED_NODE_ID;
-use crate::protocol::{self, Rejected, framing::Frame, framing::Framer};
+use crate::protocol::{self, Rejected};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -273,15 +274,31 @@ impl Runtime {
     fn feed(&mut self, chunk: &[u8]) {
         let now = Instant::now();
         let mut framer = std::mem::take(&mut self.framer);
-        framer.push(chunk, &mut |frame| self.handle_frame(frame, now));
+        framer.push_to(chunk, &mut Feeding { runtime: self, now });
         self.framer = framer;
     }
 
     fn finish_input(&mut self) {
         let now = Instant::now();
         let mut framer = std::mem::take(&mut self.framer);
-        framer.finish(&mut |frame| self.handle_frame(frame, now));
+        framer.finish_to(&mut Feeding { runtime: self, now });
         self.framer = framer;
+    }
+
+    /// A whole line that is one well-formed message, once the node runs:
+    /// read in one pass, the framer's scan skipped.
+    fn take_whole_line(&mut self, bytes: &[u8], now: Instant) -> Offer {
+        if self.journal_failure.is_some() {
+            return Offer::Declined;
+        }
+        let Some(node) = self.node.as_mut() else {
+            return Offer::Declined;
+        };
+        if !node.handle_well_formed(bytes, now) {
+            return Offer::Declined;
+        }
+        self.after_message();
+        Offer::Taken
     }
 
     fn handle_frame(&mut self, frame: Frame<'_>, now: Instant) {
@@ -295,11 +312,7 @@ impl Runtime {
                 }
                 let node = self.node.as_mut().expect("node started");
                 node.handle_message(bytes, line, now);
-                if self.config.policies.commit_per_request
-                    && let Err(err) = self.commit_journal()
-                {
-                    self.journal_failure = Some(err);
-                }
+                self.after_message();
             }
             Frame::Oversized { line } => tracing::warn!(
                 line,
@@ -309,6 +322,16 @@ impl Runtime {
             Frame::Unterminated { line } => {
                 tracing::warn!(line, "skipping an object whose braces never close")
             }
+        }
+    }
+
+    /// With `--commit-per-request`, each message's journal rows are
+    /// committed before the next message is read.
+    fn after_message(&mut self) {
+        if self.config.policies.commit_per_request
+            && let Err(err) = self.commit_journal()
+        {
+            self.journal_failure = Some(err);
         }
     }
 
@@ -398,5 +421,21 @@ impl Runtime {
                 "exiting with queued orders held only in memory: they are lost"
             );
         }
+    }
+}
+
+/// The runtime as the framer's sink for one chunk, read at `now`.
+struct Feeding<'r> {
+    runtime: &'r mut Runtime,
+    now: Instant,
+}
+
+impl FrameSink for Feeding<'_> {
+    fn frame(&mut self, frame: Frame<'_>) {
+        self.runtime.handle_frame(frame, self.now);
+    }
+
+    fn whole_line(&mut self, _line: u64, bytes: &[u8]) -> Offer {
+        self.runtime.take_whole_line(bytes, self.now)
     }
 }

@@ -28,7 +28,7 @@
 
 use grace::demo::DemoData;
 use grace::maelstrom::node::{InProcessNode, NodeConfig};
-use grace::protocol::framing::{Frame, Framer, MAX_SCANS_PER_BYTE};
+use grace::protocol::framing::{Frame, FrameSink, Framer, MAX_SCANS_PER_BYTE, Offer};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
@@ -130,6 +130,38 @@ pub fn framing_run(
     (frames, framer.bytes_scanned())
 }
 
+/// [`framing_run`] pushed whole to a sink that takes every line offered
+/// whole that serde_json reads as exactly one value (as the runtime takes
+/// the well-formed messages among them), each as the message it is.
+pub fn framing_run_taking_whole_lines(
+    input: &[u8],
+    max_message_bytes: usize,
+) -> (Vec<OwnedFrame>, u64) {
+    struct TakingWholeLines(Vec<OwnedFrame>);
+    impl FrameSink for TakingWholeLines {
+        fn frame(&mut self, frame: Frame<'_>) {
+            self.0.push(OwnedFrame::from(frame));
+        }
+        fn whole_line(&mut self, line: u64, bytes: &[u8]) -> Offer {
+            if serde_json::from_slice::<IgnoredAny>(bytes).is_err() {
+                return Offer::Declined;
+            }
+            // Only JSON whitespace follows the object.
+            let object = bytes.trim_ascii_end().to_vec();
+            self.0.push(OwnedFrame::Message {
+                line,
+                bytes: object,
+            });
+            Offer::Taken
+        }
+    }
+    let mut framer = Framer::new(max_message_bytes);
+    let mut sink = TakingWholeLines(Vec::new());
+    framer.push_to(input, &mut sink);
+    framer.finish_to(&mut sink);
+    (sink.0, framer.bytes_scanned())
+}
+
 /// Checks the framer on `input`: pushed whole or in the given pieces it
 /// gives the same frames; every message starts at a token and is within the
 /// limit, and line numbers never go back or past the input's last line; if
@@ -157,6 +189,15 @@ pub fn check_framing(input: &[u8], piece_sizes: &[usize], max_message_bytes: usi
     assert_eq!(
         whole, pieces,
         "frames differ when the input is pushed in pieces {piece_sizes:?} (limit {max_message_bytes})"
+    );
+    let (taken, taken_work) = framing_run_taking_whole_lines(input, max_message_bytes);
+    assert_eq!(
+        whole, taken,
+        "taking the lines that are one JSON value whole changed the frames (limit {max_message_bytes})"
+    );
+    assert!(
+        taken_work <= whole_work,
+        "taking whole lines cost more work"
     );
     if let Some(expected) = expected_frames(input, max_message_bytes) {
         assert_eq!(
@@ -652,20 +693,22 @@ impl Driver {
 
     /// Feeds one chunk of input.
     pub fn push(&mut self, chunk: &[u8]) -> Pushed {
-        let mut pushed = Pushed::default();
-        let node = &mut self.node;
-        self.framer
-            .push(chunk, &mut |frame| node.handle_frame(frame, &mut pushed));
-        pushed
+        let mut feeding = Feeding {
+            node: &mut self.node,
+            pushed: Pushed::default(),
+        };
+        self.framer.push_to(chunk, &mut feeding);
+        feeding.pushed
     }
 
     /// Ends the input, as EOF does.
     pub fn finish(&mut self) -> Pushed {
-        let mut pushed = Pushed::default();
-        let node = &mut self.node;
-        self.framer
-            .finish(&mut |frame| node.handle_frame(frame, &mut pushed));
-        pushed
+        let mut feeding = Feeding {
+            node: &mut self.node,
+            pushed: Pushed::default(),
+        };
+        self.framer.finish_to(&mut feeding);
+        feeding.pushed
     }
 
     /// Moves the clock on by `by`, doing the work that falls due.
@@ -695,15 +738,51 @@ pub fn check_node_on_bytes(input: &[u8], seed: u64) {
 /// configuration, so after it nothing is left waiting on the clock.
 pub const LONG_WAIT: Duration = Duration::from_secs(600);
 
+/// The node as the framer's sink, as the runtime feeds it: complete lines
+/// that are one well-formed message are taken whole, the rest framed.
+struct Feeding<'n> {
+    node: &'n mut NodeUnderTest,
+    pushed: Pushed,
+}
+
+impl FrameSink for Feeding<'_> {
+    fn frame(&mut self, frame: Frame<'_>) {
+        if let Frame::Message { line, bytes } = frame {
+            self.node
+                .handle(bytes, Handling::Framed(line), &mut self.pushed);
+        }
+    }
+
+    fn whole_line(&mut self, _line: u64, bytes: &[u8]) -> Offer {
+        if grace::protocol::parse_well_formed(bytes).is_none() {
+            return Offer::Declined;
+        }
+        self.node
+            .handle(bytes, Handling::WholeLine, &mut self.pushed);
+        Offer::Taken
+    }
+}
+
+/// How a message reached the node.
+enum Handling {
+    /// Framed, starting on this line.
+    Framed(u64),
+    /// A whole line, already known to be one well-formed message.
+    WholeLine,
+}
+
 impl NodeUnderTest {
-    fn handle_frame(&mut self, frame: Frame<'_>, pushed: &mut Pushed) {
-        let Frame::Message { line, bytes } = frame else {
-            return;
-        };
+    fn handle(&mut self, bytes: &[u8], handling: Handling, pushed: &mut Pushed) {
         self.now += self.clock.clock_step();
         self.run_due_timeouts();
         let promise = promise_for(bytes);
-        self.node.handle_message(bytes, line, self.now);
+        match handling {
+            Handling::Framed(line) => self.node.handle_message(bytes, line, self.now),
+            Handling::WholeLine => assert!(
+                self.node.handle_well_formed(bytes, self.now),
+                "a well-formed message was not handled whole"
+            ),
+        }
         pushed.messages += 1;
         // The runtime commits these before writing the replies.
         self.node.node.take_journal_writes();

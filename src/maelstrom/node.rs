@@ -266,6 +266,19 @@ impl Node {
         }
     }
 
+    /// Handles `message` if it is exactly one well-formed message, and says
+    /// whether it was; anything else is left untouched for
+    /// [`Self::handle_message`].
+    pub fn handle_well_formed(&mut self, message: &[u8], now: Instant) -> bool {
+        match protocol::parse_well_formed(message) {
+            Some(request) => {
+                self.dispatch(&request, now);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn dispatch(&mut self, request: &Request<'_>, now: Instant) {
         self.handle_due(now);
         let drop_reply =
@@ -456,6 +469,15 @@ impl InProcessNode {
     pub fn handle_message(&mut self, message: &[u8], line: u64, now: Instant) {
         self.node.handle_message(message, line, now);
         self.perform_effects(now);
+    }
+
+    /// [`Node::handle_well_formed`], effects included.
+    pub fn handle_well_formed(&mut self, message: &[u8], now: Instant) -> bool {
+        let handled = self.node.handle_well_formed(message, now);
+        if handled {
+            self.perform_effects(now);
+        }
+        handled
     }
 
     /// Does the work due at `now`, calls included.

@@ -31,10 +31,14 @@
 //!   being kept and reported ([`Frame::Oversized`]); so is a line that is
 //!   not an object.
 //!
-//! **Cost.** Complete lines go through a fast path that finds where an
-//! object ends by following only its braces and strings (which agrees with
-//! the grammar); an object still open at the end of its first line, and a
-//! line split between reads, go through the byte-by-byte machine. No byte is
+//! **Cost.** A complete line starting with `{` is first offered whole to
+//! the sink ([`FrameSink::whole_line`]): the runtime's parser takes it if
+//! it is exactly one well-formed message, so a Maelstrom stream is read in
+//! one pass (the newline search aside). A line declined goes through a fast
+//! path that finds where an object ends by following only its braces and
+//! strings (which agrees with the grammar); an object still open at the end
+//! of its first line, and a line split between reads, go through the
+//! byte-by-byte machine. No byte is
 //! scanned more than [`MAX_SCANS_PER_BYTE`] times: the bytes framed again
 //! after an object is dropped are never framed again a second time, however
 //! the input goes on. [`Framer::bytes_scanned`] counts the work. Frames do
@@ -68,6 +72,41 @@ pub enum Frame<'a> {
     /// An object starting on `line` never closed: it was given up on where
     /// a line starting with `{` took over, or at the end of input, and dropped.
     Unterminated { line: u64 },
+}
+
+/// Where frames go.
+pub trait FrameSink {
+    /// One frame, as [`Framer::push`] describes them.
+    fn frame(&mut self, frame: Frame<'_>);
+
+    /// A complete line from its first `{` (between frames, within the size
+    /// limit, its newline left out), offered before the framer looks for
+    /// where the object ends. A sink that parses it and finds exactly one
+    /// JSON object followed by nothing but JSON whitespace may take it as
+    /// that message: the framing rule frames such a line as exactly that
+    /// object, so the framer's own scan can be skipped and the line is read
+    /// once. Anything else is declined, and framed as usual.
+    fn whole_line(&mut self, _line: u64, _bytes: &[u8]) -> Offer {
+        Offer::Declined
+    }
+}
+
+/// What a [`FrameSink`] made of a line offered whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Read as one message: the framer moves on to the next line.
+    Taken,
+    /// Left to the framer.
+    Declined,
+}
+
+/// A sink of frames alone, declining every line.
+struct FramesOnly<'f, F>(&'f mut F);
+
+impl<F: FnMut(Frame<'_>)> FrameSink for FramesOnly<'_, F> {
+    fn frame(&mut self, frame: Frame<'_>) {
+        (self.0)(frame)
+    }
 }
 
 /// Incremental splitter: feed it chunks as they arrive.
@@ -342,6 +381,17 @@ impl Framer {
 
     /// Feeds one chunk of input, calling `on_frame` for each frame it completes.
     pub fn push(&mut self, chunk: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) {
+        self.push_to(chunk, &mut FramesOnly(on_frame));
+    }
+
+    /// Signals the end of input: what is still open is framed or dropped.
+    pub fn finish(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
+        self.finish_to(&mut FramesOnly(on_frame));
+    }
+
+    /// [`Self::push`] to a sink that may take complete lines whole (see
+    /// [`FrameSink::whole_line`]).
+    pub fn push_to(&mut self, chunk: &[u8], sink: &mut impl FrameSink) {
         let mut at = 0;
         let mut next_newline = NextNewline::Unknown;
         while at < chunk.len() {
@@ -358,7 +408,7 @@ impl Framer {
                     }
                 };
                 if let Some(newline) = newline {
-                    match self.frame_line(&chunk[at..newline], on_frame) {
+                    match self.frame_line(&chunk[at..newline], sink) {
                         None => {
                             self.line_no += 1;
                             self.at_line_start = true;
@@ -374,12 +424,12 @@ impl Framer {
                     }
                 }
             }
-            at += self.feed_bytes(&chunk[at..], on_frame);
+            at += self.feed_bytes(&chunk[at..], sink);
         }
     }
 
-    /// Signals the end of input: what is still open is framed or dropped.
-    pub fn finish(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) {
+    /// [`Self::finish`] to a sink.
+    pub fn finish_to(&mut self, sink: &mut impl FrameSink) {
         loop {
             match std::mem::replace(&mut self.state, BETWEEN) {
                 State::Between { byte_order_mark: 0 } => break,
@@ -388,18 +438,18 @@ impl Framer {
                     self.start_garbage(&BYTE_ORDER_MARK[..byte_order_mark]);
                 }
                 State::Garbage(line) => {
-                    on_frame(line.frame(&self.kept));
+                    sink.frame(line.frame(&self.kept));
                     break;
                 }
                 State::Trailing(object) => {
-                    on_frame(object.frame(&self.kept));
+                    sink.frame(object.frame(&self.kept));
                     break;
                 }
                 State::Object(object) => {
                     if let (Syntax::Valid(_), Some(restart)) = (&object.syntax, object.restart) {
-                        self.restart(restart, object.first_line, on_frame);
+                        self.restart(restart, object.first_line, sink);
                     } else {
-                        on_frame(object.dropped());
+                        sink.frame(object.dropped());
                         break;
                     }
                 }
@@ -411,7 +461,7 @@ impl Framer {
     /// The fast path: frames the complete line `line` (its newline not
     /// included) from between frames. Returns where an object starts that is
     /// still open at the end of the line, for the byte-by-byte machine.
-    fn frame_line(&mut self, line: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) -> Option<usize> {
+    fn frame_line(&mut self, line: &[u8], sink: &mut impl FrameSink) -> Option<usize> {
         let mut at = 0;
         loop {
             while at < line.len() {
@@ -428,7 +478,13 @@ impl Framer {
                 return None;
             }
             if rest[0] != b'{' {
-                on_frame(self.garbage(rest));
+                sink.frame(self.garbage(rest));
+                return None;
+            }
+            if rest.len() <= self.max_message_bytes
+                && sink.whole_line(self.line_no, rest) == Offer::Taken
+            {
+                self.bytes_scanned += rest.len() as u64;
                 return None;
             }
             let Some(end) = object_end(rest) else {
@@ -442,11 +498,11 @@ impl Framer {
             self.bytes_scanned += after as u64;
             if after < rest.len() && rest[after] != b'{' {
                 // Not followed by whitespace or another object: not a message.
-                on_frame(self.garbage(rest));
+                sink.frame(self.garbage(rest));
                 return None;
             }
             let object = &rest[..=end];
-            on_frame(if object.len() > self.max_message_bytes {
+            sink.frame(if object.len() > self.max_message_bytes {
                 Frame::Oversized { line: self.line_no }
             } else {
                 Frame::Message {
@@ -475,7 +531,7 @@ impl Framer {
 
     /// Runs the byte-by-byte machine over `bytes` until it is back between
     /// frames or the bytes run out. Returns how many bytes it consumed.
-    fn feed_bytes(&mut self, bytes: &[u8], on_frame: &mut impl FnMut(Frame<'_>)) -> usize {
+    fn feed_bytes(&mut self, bytes: &[u8], sink: &mut impl FrameSink) -> usize {
         let mut at = 0;
         while at < bytes.len() {
             if let State::Garbage(line) = &mut self.state {
@@ -493,7 +549,7 @@ impl Framer {
                     break;
                 }
             }
-            self.feed_byte(bytes[at], on_frame);
+            self.feed_byte(bytes[at], sink);
             at += 1;
             if self.is_between_frames() {
                 break;
@@ -502,16 +558,16 @@ impl Framer {
         at
     }
 
-    fn feed_byte(&mut self, byte: u8, on_frame: &mut impl FnMut(Frame<'_>)) {
+    fn feed_byte(&mut self, byte: u8, sink: &mut impl FrameSink) {
         self.bytes_scanned += 1;
         let column_zero = self.at_line_start;
         loop {
-            match self.step(byte, column_zero, on_frame) {
+            match self.step(byte, column_zero, sink) {
                 Next::Done => break,
                 Next::Again => {}
                 Next::Restart { point, first_line } => {
                     let position = (self.line_no, self.at_line_start);
-                    self.restart(point, first_line, on_frame);
+                    self.restart(point, first_line, sink);
                     debug_assert_eq!(position, (self.line_no, self.at_line_start));
                 }
             }
@@ -525,7 +581,7 @@ impl Framer {
     }
 
     /// One step of the byte-by-byte machine.
-    fn step(&mut self, byte: u8, column_zero: bool, on_frame: &mut impl FnMut(Frame<'_>)) -> Next {
+    fn step(&mut self, byte: u8, column_zero: bool, sink: &mut impl FrameSink) -> Next {
         let limit = self.max_message_bytes;
         match &mut self.state {
             State::Between { byte_order_mark: 0 } => {
@@ -554,7 +610,7 @@ impl Framer {
             }
             State::Garbage(line) => {
                 if byte == b'\n' {
-                    on_frame(line.frame(&self.kept));
+                    sink.frame(line.frame(&self.kept));
                     self.state = BETWEEN;
                 } else {
                     line.extend(&[byte], &mut self.kept, limit);
@@ -563,7 +619,7 @@ impl Framer {
             }
             State::Trailing(object) => match byte {
                 b'\n' | b'{' => {
-                    on_frame(object.frame(&self.kept));
+                    sink.frame(object.frame(&self.kept));
                     self.state = BETWEEN;
                     if byte == b'{' {
                         Next::Again
@@ -595,7 +651,7 @@ impl Framer {
                         if line_starts_with_brace && broken {
                             // Not JSON, so not a nested value either: this
                             // `{` starts the next message.
-                            on_frame(object.dropped());
+                            sink.frame(object.dropped());
                             self.state = BETWEEN;
                             return Next::Again;
                         }
@@ -679,13 +735,8 @@ impl Framer {
     /// Drops the open object (which started on `first_line`) and frames
     /// its bytes again from `restart`, the first line inside it starting
     /// with `{` at column 0: that `{` may start the next message.
-    fn restart(
-        &mut self,
-        restart: RestartPoint,
-        first_line: u64,
-        on_frame: &mut impl FnMut(Frame<'_>),
-    ) {
-        on_frame(dropped(
+    fn restart(&mut self, restart: RestartPoint, first_line: u64, sink: &mut impl FrameSink) {
+        sink.frame(dropped(
             first_line,
             restart.object_len > self.max_message_bytes,
         ));
@@ -694,7 +745,7 @@ impl Framer {
         self.line_no = restart.line;
         self.at_line_start = true;
         let reframing = std::mem::replace(&mut self.reframing, true);
-        self.push(&kept[restart.kept_at..], on_frame);
+        self.push_to(&kept[restart.kept_at..], sink);
         self.reframing = reframing;
     }
 }

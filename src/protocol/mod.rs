@@ -393,6 +393,15 @@ pub fn parse_request(message: &[u8]) -> Result<Request<'_>, Rejected<'_>> {
     parse_leniently(text)
 }
 
+/// Parses `text` only if it is exactly one well-formed message (one JSON
+/// object, with nothing after it but JSON whitespace): what
+/// [`parse_request`] would make of it, or `None` with nothing reported.
+/// A complete input line that passes is a whole message, so the framer need
+/// not scan it (see `framing::FrameSink::whole_line`).
+pub fn parse_well_formed(text: &[u8]) -> Option<Request<'_>> {
+    well_formed(std::str::from_utf8(text).ok()?)
+}
+
 /// How the fast path reads a message.
 type TypedEnvelope<'a> = Envelope<BorrowedStr<'a>, BorrowedStr<'a>, Body<'a, BorrowedStr<'a>, u64>>;
 /// How the lenient path reads one: every field raw, or `null`.
