@@ -146,7 +146,7 @@ impl Mode {
             name,
             binary: Binary {
                 name: "grace",
-                path: env!("CARGO_BIN_EXE_grace"),
+                path: env!("CARGO_BIN_EXE_grace").into(),
                 needs_data_dir: true,
                 extra_args,
             },

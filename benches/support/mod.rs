@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod floor;
 pub mod run;
 pub mod settings;
 pub mod stream;
