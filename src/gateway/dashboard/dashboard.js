@@ -49,8 +49,14 @@
     return headers;
   }
 
-  // Shows the token form and resolves once a token is given.
+  // Shows the token form and resolves once a token is given. Called on a
+  // 401: if a token was sent, grace refused it, so it is forgotten.
   function askForToken() {
+    const refused = token() !== '';
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('token-hint').textContent = refused
+      ? 'grace refused that token; try again'
+      : 'this grace asks for its admin token';
     $('token-form').hidden = false;
     $('token-input').focus();
     setConnection('waiting', 'token needed');
