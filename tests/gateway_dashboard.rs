@@ -238,9 +238,9 @@ fn the_page_shows_a_breaker_opening_and_switches_a_feature_off() {
     assert_eq!(gateway.service_status(SERVICE)["state"], "open");
     assert_eq!(gateway.status()["event_streams"], 1, "the page's stream");
 
-    if let Some(path) = &screenshot {
+    if screenshot.is_some() {
+        // Stale answers on the chart for a while.
         thread::sleep(Duration::from_secs(15));
-        browser.save_screenshot(path);
     }
 
     browser.click(&feature_switch("reviews"));
@@ -249,10 +249,12 @@ fn the_page_shows_a_breaker_opening_and_switches_a_feature_off() {
     });
     assert_eq!(status["mode"], "normal");
     browser.wait_for("the page to show reviews killed", || {
-        browser.eval(&format!(
-            "return document.querySelector('li[data-feature=\"reviews\"]').dataset.killed"
-        )) == json!("true")
+        browser.eval("return document.querySelector('li[data-feature=\"reviews\"]').dataset.killed")
+            == json!("true")
     });
+    if let Some(path) = &screenshot {
+        browser.save_screenshot(path);
+    }
     browser.click("#mode-buttons button[data-mode=\"degraded\"]");
     gateway.wait_for_status("the page's mode", |status| status["mode"] == "degraded");
 
@@ -521,10 +523,20 @@ impl Browser {
         }
     }
 
+    /// Saves the whole page (the window grown to fit it) as a PNG.
     fn save_screenshot(&self, path: &std::path::Path) {
+        let below = self.eval(
+            "return document.documentElement.scrollHeight - window.innerHeight",
+        );
+        let below = below.as_u64().unwrap_or(0) as u32;
         let png = self
             .runtime
-            .block_on(self.client().screenshot())
+            .block_on(async {
+                if below > 0 {
+                    self.client().set_window_size(WINDOW.0, WINDOW.1 + below).await?;
+                }
+                self.client().screenshot().await
+            })
             .expect("a screenshot");
         std::fs::write(path, png)
             .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));

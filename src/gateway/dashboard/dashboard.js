@@ -270,7 +270,7 @@
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, width, height);
     const left = 48;
-    const right = 8;
+    const right = 16; // room for half of the "now" label
     const top = 8;
     const bottom = 22;
     const plotWidth = width - left - right;
