@@ -84,7 +84,10 @@ fn the_page_and_its_files_are_served_without_the_token_and_hold_no_data() {
     }
     let page = gateway.admin_get("/").body;
     assert!(page.contains(r#"src="/dashboard.js""#), "{page}");
-    assert!(!page.contains("http://") && !page.contains("https://"), "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
     let events = gateway.admin_send("GET", "/events", "", &[]);
     assert_eq!(events.status, 401, "{events:?}");
     assert_eq!(events.header("www-authenticate"), Some("Bearer"));
@@ -161,7 +164,10 @@ impl EventReader {
         let mut lines = BufReader::new(stream);
         let mut line = String::new();
         lines.read_line(&mut line).expect("status line");
-        let status = line.split_whitespace().nth(1).and_then(|code| code.parse().ok());
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok());
         let mut headers = Vec::new();
         loop {
             line.clear();
@@ -214,7 +220,8 @@ fn the_page_shows_a_breaker_opening_and_switches_a_feature_off() {
     let traffic = Traffic::start(&gateway);
     browser.goto(&gateway.admin_url("/"));
     browser.wait_for("the page to show the product breaker closed", || {
-        browser.eval(&card_state(SERVICE)) == json!("closed") && outcome_total(&browser, "fresh") > 0
+        browser.eval(&card_state(SERVICE)) == json!("closed")
+            && outcome_total(&browser, "fresh") > 0
     });
     if screenshot.is_some() {
         // Some healthy traffic on the chart before the outage.
@@ -279,7 +286,10 @@ fn with_a_token_the_page_asks_for_it_and_switches_only_with_it() {
 
     browser.goto(&gateway.admin_url("/"));
     browser.wait_for("the page to ask for the token", || {
-        browser.eval(token_hint).as_str().is_some_and(|hint| hint.contains("asks"))
+        browser
+            .eval(token_hint)
+            .as_str()
+            .is_some_and(|hint| hint.contains("asks"))
     });
     let cards = "return document.querySelectorAll('#services article').length";
     assert_eq!(browser.eval(cards), 0, "data shown without the token");
@@ -287,7 +297,10 @@ fn with_a_token_the_page_asks_for_it_and_switches_only_with_it() {
     browser.type_into("#token-input", "not-the-token");
     browser.click("#token-form button[type=submit]");
     browser.wait_for("the page to say the token was refused", || {
-        browser.eval(token_hint).as_str().is_some_and(|hint| hint.contains("refused"))
+        browser
+            .eval(token_hint)
+            .as_str()
+            .is_some_and(|hint| hint.contains("refused"))
     });
     assert_eq!(browser.eval(cards), 0, "data shown with a wrong token");
     let status = gateway.status_with(&auth);
@@ -311,7 +324,11 @@ fn with_a_token_the_page_asks_for_it_and_switches_only_with_it() {
         browser.eval("return sessionStorage.getItem('grace.adminToken')"),
         TOKEN
     );
-    assert_eq!(browser.eval("return localStorage.length"), 0, "kept beyond the tab");
+    assert_eq!(
+        browser.eval("return localStorage.length"),
+        0,
+        "kept beyond the tab"
+    );
 }
 
 fn card(service: &str) -> String {
@@ -368,7 +385,7 @@ impl Traffic {
                     ] {
                         let _ = agent.get(&format!("{public}{path}")).call();
                     }
-                    if round % 10 == 0 {
+                    if round.is_multiple_of(10) {
                         let _ = agent
                             .post(&format!("{public}/orders"))
                             .content_type("application/json")
@@ -464,10 +481,8 @@ impl Browser {
             );
             match connected {
                 Ok(client) => break client,
-                Err(err) if Instant::now() < deadline => {
-                    let _ = err;
-                    thread::sleep(Duration::from_millis(100));
-                }
+                // chromedriver is not listening yet.
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
                 Err(err) => panic!("no WebDriver session from chromedriver: {err}"),
             }
         };
@@ -494,9 +509,7 @@ impl Browser {
 
     fn click(&self, css: &str) {
         self.runtime
-            .block_on(async {
-                self.client().find(Locator::Css(css)).await?.click().await
-            })
+            .block_on(async { self.client().find(Locator::Css(css)).await?.click().await })
             .unwrap_or_else(|err| panic!("click {css}: {err}"));
     }
 
@@ -525,21 +538,20 @@ impl Browser {
 
     /// Saves the whole page (the window grown to fit it) as a PNG.
     fn save_screenshot(&self, path: &std::path::Path) {
-        let below = self.eval(
-            "return document.documentElement.scrollHeight - window.innerHeight",
-        );
+        let below = self.eval("return document.documentElement.scrollHeight - window.innerHeight");
         let below = below.as_u64().unwrap_or(0) as u32;
         let png = self
             .runtime
             .block_on(async {
                 if below > 0 {
-                    self.client().set_window_size(WINDOW.0, WINDOW.1 + below).await?;
+                    self.client()
+                        .set_window_size(WINDOW.0, WINDOW.1 + below)
+                        .await?;
                 }
                 self.client().screenshot().await
             })
             .expect("a screenshot");
-        std::fs::write(path, png)
-            .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        std::fs::write(path, png).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
         eprintln!("saved the page to {}", path.display());
     }
 }

@@ -113,13 +113,11 @@ impl Admin {
                 _,
                 "/status" | "/queue" | "/mode" | "/queue/process" | "/metrics" | "/" | "/events"
                 | "/dashboard.css" | "/dashboard.js",
-            ) => {
-                exchange::problem(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &format!("{} {path} is not an admin route", parts.method),
-                    serde_json::Value::Null,
-                )
-            }
+            ) => exchange::problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{} {path} is not an admin route", parts.method),
+                serde_json::Value::Null,
+            ),
             _ => exchange::problem(
                 StatusCode::NOT_FOUND,
                 &format!("no admin route {path}"),
@@ -156,7 +154,9 @@ impl Admin {
 
     /// The engine's snapshot, with what only this listener knows.
     async fn status_view(&self) -> Option<StatusView> {
-        self.ask(AdminRequest::Status).await.map(|status| self.completed(status))
+        self.ask(AdminRequest::Status)
+            .await
+            .map(|status| self.completed(status))
     }
 
     /// `status` with the event streams open now.

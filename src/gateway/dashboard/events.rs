@@ -148,7 +148,9 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::atomic::AtomicU64;
 
-    fn counting_snapshots(taken: &Arc<AtomicU64>) -> impl FnMut() -> std::future::Ready<Option<String>> + Send + 'static {
+    fn counting_snapshots(
+        taken: &Arc<AtomicU64>,
+    ) -> impl FnMut() -> std::future::Ready<Option<String>> + Send + 'static {
         let taken = Arc::clone(taken);
         move || {
             let n = taken.fetch_add(1, Ordering::Relaxed) + 1;
@@ -166,12 +168,25 @@ mod tests {
         let streams = LiveStreams::default();
         let (_stop_tx, stop) = watch::channel(false);
         let taken = Arc::new(AtomicU64::new(0));
-        let mut stream = open(counting_snapshots(&taken), streams.try_open().unwrap(), stop);
+        let mut stream = open(
+            counting_snapshots(&taken),
+            streams.try_open().unwrap(),
+            stop,
+        );
         assert_eq!(next_text(&mut stream).await.unwrap(), "retry: 1000\n\n");
         let started = tokio::time::Instant::now();
-        assert_eq!(next_text(&mut stream).await.unwrap(), "data: {\"snapshot\":1}\n\n");
-        assert_eq!(next_text(&mut stream).await.unwrap(), "data: {\"snapshot\":2}\n\n");
-        assert_eq!(next_text(&mut stream).await.unwrap(), "data: {\"snapshot\":3}\n\n");
+        assert_eq!(
+            next_text(&mut stream).await.unwrap(),
+            "data: {\"snapshot\":1}\n\n"
+        );
+        assert_eq!(
+            next_text(&mut stream).await.unwrap(),
+            "data: {\"snapshot\":2}\n\n"
+        );
+        assert_eq!(
+            next_text(&mut stream).await.unwrap(),
+            "data: {\"snapshot\":3}\n\n"
+        );
         // The first at once, then one per interval.
         assert_eq!(started.elapsed(), 2 * EVENT_INTERVAL);
         assert_eq!(streams.count(), 1);
@@ -182,7 +197,11 @@ mod tests {
         let streams = LiveStreams::default();
         let (_stop_tx, stop) = watch::channel(false);
         let taken = Arc::new(AtomicU64::new(0));
-        let mut stream = open(counting_snapshots(&taken), streams.try_open().unwrap(), stop);
+        let mut stream = open(
+            counting_snapshots(&taken),
+            streams.try_open().unwrap(),
+            stop,
+        );
         next_text(&mut stream).await;
         next_text(&mut stream).await;
         assert_eq!(taken.load(Ordering::Relaxed), 1);
@@ -192,7 +211,11 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(streams.count(), 0, "the stream's task still runs");
         tokio::time::sleep(10 * EVENT_INTERVAL).await;
-        assert_eq!(taken.load(Ordering::Relaxed), 1, "snapshots taken for nobody");
+        assert_eq!(
+            taken.load(Ordering::Relaxed),
+            1,
+            "snapshots taken for nobody"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -200,11 +223,19 @@ mod tests {
         let streams = LiveStreams::default();
         let (stop_tx, stop) = watch::channel(false);
         let taken = Arc::new(AtomicU64::new(0));
-        let mut stream = open(counting_snapshots(&taken), streams.try_open().unwrap(), stop);
+        let mut stream = open(
+            counting_snapshots(&taken),
+            streams.try_open().unwrap(),
+            stop,
+        );
         next_text(&mut stream).await;
         next_text(&mut stream).await;
         stop_tx.send(true).unwrap();
-        assert_eq!(next_text(&mut stream).await, None, "the body goes on after stop");
+        assert_eq!(
+            next_text(&mut stream).await,
+            None,
+            "the body goes on after stop"
+        );
         assert_eq!(streams.count(), 0);
     }
 
@@ -213,19 +244,33 @@ mod tests {
         let streams = LiveStreams::default();
         let (_stop_tx, stop) = watch::channel(false);
         let taken = Arc::new(AtomicU64::new(0));
-        let mut stream = open(counting_snapshots(&taken), streams.try_open().unwrap(), stop);
+        let mut stream = open(
+            counting_snapshots(&taken),
+            streams.try_open().unwrap(),
+            stop,
+        );
         next_text(&mut stream).await;
         tokio::time::sleep(60 * EVENT_INTERVAL).await;
         // One snapshot waits in the channel, one in the task: none after.
-        assert!(taken.load(Ordering::Relaxed) <= 2, "{taken:?} snapshots taken");
-        assert_eq!(next_text(&mut stream).await.unwrap(), "data: {\"snapshot\":1}\n\n");
+        assert!(
+            taken.load(Ordering::Relaxed) <= 2,
+            "{taken:?} snapshots taken"
+        );
+        assert_eq!(
+            next_text(&mut stream).await.unwrap(),
+            "data: {\"snapshot\":1}\n\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn engine_gone_ends_the_stream() {
         let streams = LiveStreams::default();
         let (_stop_tx, stop) = watch::channel(false);
-        let mut stream = open(|| std::future::ready(None), streams.try_open().unwrap(), stop);
+        let mut stream = open(
+            || std::future::ready(None),
+            streams.try_open().unwrap(),
+            stop,
+        );
         assert_eq!(next_text(&mut stream).await.unwrap(), "retry: 1000\n\n");
         assert_eq!(next_text(&mut stream).await, None);
         assert_eq!(streams.count(), 0);

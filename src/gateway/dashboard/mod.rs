@@ -59,7 +59,10 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     // A new binary may bring a new page: always ask again.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Some(exchange::response(
