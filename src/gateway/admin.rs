@@ -68,6 +68,9 @@ impl Admin {
         }
     }
 
+    /// Answers one admin request: the dashboard's files without the token,
+    /// `GET /events` as a stream, every other route whole; all but the
+    /// files under the token.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
