@@ -1,22 +1,30 @@
 //! The admin listener: what an operator sees and switches.
 //!
 //! `GET /status`, `PUT /mode`, `PUT /features/{name}`, `GET /queue`,
-//! `POST /queue/process`, `GET /metrics` (Prometheus text). It is a listener
-//! of its own, on loopback unless `--admin-token` is set; with a token every
-//! request must carry `Authorization: Bearer <token>` (else `401`). None of
-//! these routes exists on the public listener.
+//! `POST /queue/process`, `GET /metrics` (Prometheus text), and the
+//! dashboard ([`super::dashboard`]): `GET /` and `GET /events`. It is a
+//! listener of its own, on loopback unless `--admin-token` is set; with a
+//! token every request must carry `Authorization: Bearer <token>` (else
+//! `401`), except the dashboard's page, script and style, which hold no
+//! data. None of these routes exists on the public listener.
 
+use super::dashboard::Dashboard;
+use super::dashboard::events::EventStream;
 use super::engine::{AdminRequest, Event};
 use super::exchange::{self, Body};
 use super::metrics::Metrics;
+use super::status::StatusView;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The body of an admin answer: whole, or the dashboard's event stream.
+pub type AdminBody = Either<Body, EventStream>;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -26,6 +34,7 @@ pub struct Admin {
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     token: Option<String>,
+    dashboard: Dashboard,
 }
 
 #[derive(Deserialize)]
@@ -44,36 +53,53 @@ struct SetFeature {
 }
 
 impl Admin {
-    pub fn new(events: mpsc::Sender<Event>, metrics: Arc<Metrics>, token: Option<String>) -> Self {
+    /// `stop` turning true ends the dashboard's event streams.
+    pub fn new(
+        events: mpsc::Sender<Event>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         Admin {
             events,
             metrics,
             token,
+            dashboard: Dashboard::new(stop),
         }
     }
 
+    /// Answers one admin request: the dashboard's files without the token,
+    /// `GET /events` as a stream, every other route whole; all but the
+    /// files under the token.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
+    ) -> Result<Response<AdminBody>, Infallible> {
+        if request.method() == Method::GET
+            && let Some(page) = super::dashboard::asset(request.uri().path())
+        {
+            return Ok(page.map(Either::Left));
+        }
+        if request.method() == Method::GET && request.uri().path() == "/events" {
+            if !self.authorized(request.headers()) {
+                return Ok(unauthorized().map(Either::Left));
+            }
+            return Ok(self.events());
+        }
+        Ok(self.route(request).await.map(Either::Left))
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Response<Body> {
         if !self.authorized(request.headers()) {
-            let mut answer = exchange::problem(
-                StatusCode::UNAUTHORIZED,
-                "admin routes need Authorization: Bearer <token>",
-                serde_json::Value::Null,
-            );
-            answer
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Ok(answer);
+            return unauthorized();
         }
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_ADMIN_BODY).collect().await {
             Ok(body) => body.to_bytes(),
-            Err(_) => return Ok(bad_request("the body is too large")),
+            Err(_) => return bad_request("the body is too large"),
         };
         let path = parts.uri.path();
-        Ok(match (&parts.method, path) {
+        match (&parts.method, path) {
             (&Method::GET, "/status") => self.status().await,
             (&Method::GET, "/queue") => self.queue().await,
             (&Method::PUT, "/mode") => self.set_mode(&body).await,
@@ -86,19 +112,60 @@ impl Admin {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.encode(),
             ),
-            (_, "/status" | "/queue" | "/mode" | "/queue/process" | "/metrics") => {
-                exchange::problem(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &format!("{} {path} is not an admin route", parts.method),
-                    serde_json::Value::Null,
-                )
-            }
+            (
+                _,
+                "/status" | "/queue" | "/mode" | "/queue/process" | "/metrics" | "/" | "/events"
+                | "/dashboard.css" | "/dashboard.js",
+            ) => exchange::problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{} {path} is not an admin route", parts.method),
+                serde_json::Value::Null,
+            ),
             _ => exchange::problem(
                 StatusCode::NOT_FOUND,
                 &format!("no admin route {path}"),
                 serde_json::Value::Null,
             ),
-        })
+        }
+    }
+
+    /// `GET /events`: the status once a second, for as long as it is read.
+    fn events(self: Arc<Self>) -> Response<AdminBody> {
+        let admin = Arc::clone(&self);
+        let snapshot = move || {
+            let admin = Arc::clone(&admin);
+            async move {
+                let status = admin.status_view().await?;
+                Some(serde_json::to_string(&status).expect("admin views serialize"))
+            }
+        };
+        match self.dashboard.events(snapshot) {
+            Some(stream) => stream.map(Either::Right),
+            None => {
+                let mut answer = exchange::problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many event streams are open; close one, or poll GET /status",
+                    serde_json::Value::Null,
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                answer.map(Either::Left)
+            }
+        }
+    }
+
+    /// The engine's snapshot, with what only this listener knows.
+    async fn status_view(&self) -> Option<StatusView> {
+        self.ask(AdminRequest::Status)
+            .await
+            .map(|status| self.completed(status))
+    }
+
+    /// `status` with the event streams open now.
+    fn completed(&self, mut status: StatusView) -> StatusView {
+        status.event_streams = self.dashboard.live_streams();
+        status
     }
 
     /// Whether the request may use the admin routes.
@@ -128,7 +195,7 @@ impl Admin {
     }
 
     async fn status(&self) -> Response<Body> {
-        match self.ask(AdminRequest::Status).await {
+        match self.status_view().await {
             Some(status) => json(StatusCode::OK, &status),
             None => stopping(),
         }
@@ -154,7 +221,7 @@ impl Admin {
             })
             .await;
         match answer {
-            Some(Ok(status)) => json(StatusCode::OK, &status),
+            Some(Ok(status)) => json(StatusCode::OK, &self.completed(status)),
             Some(Err(reason)) => bad_request(&reason),
             None => stopping(),
         }
@@ -176,7 +243,7 @@ impl Admin {
             })
             .await;
         match answer {
-            Some(Ok(status)) => json(StatusCode::OK, &status),
+            Some(Ok(status)) => json(StatusCode::OK, &self.completed(status)),
             Some(Err(reason)) => {
                 exchange::problem(StatusCode::NOT_FOUND, &reason, serde_json::Value::Null)
             }
@@ -209,6 +276,18 @@ fn text(content_type: &'static str, body: String) -> Response<Body> {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     exchange::response(StatusCode::OK, headers, Bytes::from(body))
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut answer = exchange::problem(
+        StatusCode::UNAUTHORIZED,
+        "admin routes need Authorization: Bearer <token>",
+        serde_json::Value::Null,
+    );
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    answer
 }
 
 fn bad_request(detail: &str) -> Response<Body> {

@@ -11,8 +11,8 @@
 //! - [`upstream`]: makes the core's calls (HTTP, or the demo in-process);
 //! - [`commits`]: the journal's thread (a `202` waits for its commit);
 //! - [`server`]: the public listener and its limits; [`admin`]: the admin
-//!   listener; [`status`], [`metrics`]: what they show; [`cpu`]: auto
-//!   mode's samples.
+//!   listener; [`status`], [`metrics`]: what they show; [`dashboard`]: the
+//!   admin listener's live page; [`cpu`]: auto mode's samples.
 //!
 //! `run` wires them: it reads the configuration, opens the journal, binds
 //! both listeners (printing their addresses as one JSON line on stdout),
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod commits;
 pub mod config;
 pub mod cpu;
+pub mod dashboard;
 pub mod engine;
 pub mod exchange;
 pub mod metrics;
@@ -40,7 +41,6 @@ use cli::ServeArgs;
 use commits::Commits;
 use config::{GatewayConfig, Upstream};
 use engine::{EVENT_QUEUE, Engine};
-use exchange::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -189,13 +189,14 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         Arc::clone(&metrics),
         limits,
     ));
+    let (stop_tx, stop) = watch::channel(false);
     let admin = Arc::new(admin::Admin::new(
         events.clone(),
         Arc::clone(&metrics),
         args.admin_token.clone(),
+        stop.clone(),
     ));
     drop(events);
-    let (stop_tx, stop) = watch::channel(false);
     let public_connections = tokio::spawn(accept(
         public_listener,
         limits,
@@ -254,7 +255,7 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
 
 /// Accepts connections on `listener` until `stop`, serving each with
 /// `handle` under `limits`; returns the connections still open.
-async fn accept<H, F>(
+async fn accept<H, F, B>(
     listener: TcpListener,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -262,7 +263,9 @@ async fn accept<H, F>(
 ) -> JoinSet<()>
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut connections = JoinSet::new();
     loop {

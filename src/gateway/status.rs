@@ -32,6 +32,9 @@ pub struct StatusView {
     /// Answers that came after their call had timed out.
     pub late_answers: u64,
     pub uptime_ms: u64,
+    /// Dashboards (and other readers) of `GET /events` connected now; the
+    /// admin listener fills it in, the core knows nothing of them.
+    pub event_streams: usize,
 }
 
 /// One service.
@@ -161,5 +164,6 @@ pub fn view<W, P>(
         requests: metrics.outcome_totals().into_iter().collect(),
         late_answers: core.late_answers(),
         uptime_ms: now.saturating_duration_since(started).as_millis() as u64,
+        event_streams: 0,
     }
 }
