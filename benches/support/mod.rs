@@ -11,7 +11,10 @@
 
 #![allow(dead_code)]
 
+pub mod http_load;
+pub mod outage_report;
 pub mod run;
+pub mod servers;
 pub mod settings;
 pub mod stream;
 
