@@ -20,7 +20,8 @@
 //!   `get_queue` reports depth 0, less the same for an empty journal; at
 //!   small depths this is within the noise of starting a process;
 //! - core: the same journal opened in this process through the sans-IO
-//!   core: `SqliteJournal::open` (load), `Node::handle_timeout` (delivery),
+//!   core: `SqliteJournal::open` (load), `InProcessNode::handle_timeout`
+//!   (delivery, the demo order service answering in-process),
 //!   `SqliteJournal::commit` (one transaction for every delivered order).
 //!
 //! Delivery time per request must not grow with the depth of the queue.
@@ -40,9 +41,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use grace::backend::Backend;
-use grace::node::{Node, NodeConfig};
-use grace::queue::journal::{JournalInfo, SqliteJournal};
+use grace::core::queue::journal::{JournalInfo, SqliteJournal};
+use grace::demo::DemoData;
+use grace::maelstrom::node::{InProcessNode, NodeConfig};
 use std::env;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -145,7 +146,7 @@ impl Mode {
             name,
             binary: Binary {
                 name: "grace",
-                path: env!("CARGO_BIN_EXE_grace"),
+                path: env!("CARGO_BIN_EXE_grace").into(),
                 needs_data_dir: true,
                 extra_args,
             },
@@ -271,24 +272,22 @@ fn measure_core(data_dir: &Path, depth: u64, into: &mut CoreDelivery) -> Result<
     into.load_us.push(per_request(start.elapsed()));
     let info = JournalInfo::durable(Some(journal.path().to_path_buf()));
     let now = Instant::now();
-    let mut node = Node::new(config, Backend::demo(), now);
-    node.recover(info, recovered, now);
-    if node.queue().depth() as u64 != depth {
-        return Err(format!(
-            "journal holds {} pending, expected {depth}",
-            node.queue().depth()
-        )
-        .into());
+    let mut grace = InProcessNode::new(config, DemoData::builtin(), now);
+    grace.node.recover(info, recovered, now);
+    let pending = grace.node.core().queue().depth();
+    if pending as u64 != depth {
+        return Err(format!("journal holds {pending} pending, expected {depth}").into());
     }
 
     let start = Instant::now();
-    node.handle_timeout(now);
+    grace.handle_timeout(now);
     into.deliver_us.push(per_request(start.elapsed()));
-    if node.queue().depth() != 0 || node.queue().processed() != depth {
-        return Err(format!("core left {} pending", node.queue().depth()).into());
+    let queue = grace.node.core().queue();
+    if queue.depth() != 0 || queue.processed() != depth {
+        return Err(format!("core left {} pending", queue.depth()).into());
     }
 
-    let rows = node.take_journal_writes();
+    let rows = grace.node.take_journal_writes();
     let start = Instant::now();
     journal.commit(&rows).map_err(|err| err.to_string())?;
     into.commit_us.push(per_request(start.elapsed()));

@@ -139,7 +139,7 @@ fn main() -> Result<()> {
     lab.print_rss_note();
     let grace = Binary {
         name: "grace",
-        path: env!("CARGO_BIN_EXE_grace"),
+        path: env!("CARGO_BIN_EXE_grace").into(),
         needs_data_dir: true,
         extra_args: settings.grace_args.clone(),
     };

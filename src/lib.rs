@@ -27,5 +27,5 @@ pub mod maelstrom;
 pub mod planted_bug;
 pub mod protocol;
 pub mod runtime;
-// #[cfg(test)]
-// mod simulation; (being ported to the core)
+#[cfg(test)]
+mod simulation;

@@ -23,6 +23,21 @@ pub enum PlantedBug {
     IgnoreIdempotencyKey,
     /// Kill switches are ignored while the mode is `degraded`.
     KillSwitchIgnoredWhenDegraded,
+    /// A half-open breaker lets one probe more through than permitted.
+    ExtraHalfOpenProbe,
+    /// A read that could join a call in flight is answered at once from
+    /// the cache instead of waiting for the call.
+    ReplyBeforeCallEnds,
+    /// Identical reads in flight together each make their own call.
+    NoCoalescing,
+    /// A queued write's delivery starts again while one is in flight.
+    SecondDeliveryInFlight,
+    /// An answer is matched to its call by slot alone, so a late answer
+    /// completes whichever newer call took the slot.
+    LateAnswerTakenAsCurrent,
+    /// A half-open breaker asks to be woken at the instant it half-opened,
+    /// again and again.
+    HalfOpenWakesAtOnce,
 }
 
 #[cfg(test)]

@@ -629,13 +629,15 @@ fn sticky_outage_fails_every_call_until_the_service_is_back() {
 
 #[test]
 fn open_breaker_half_opens_at_its_deadline_without_any_request() {
-    let mut node = Grace::new().args(["--open-timeout-ms", "200"]).spawn();
+    // Long enough that a loaded machine still asks for the status before
+    // the breaker half-opens.
+    let mut node = Grace::new().args(["--open-timeout-ms", "1000"]).spawn();
     let line =
         node.call(json!({"type": "get_user", "msg_id": 1, "user_id": 123, "force_failures": 5}));
     assert_eq!(body_text(&line), user_body(1, "open", true));
     let open = status(&mut node, 2);
     assert_eq!(open["circuits"]["user"]["state"], "open");
-    assert_eq!(open["circuits"]["user"]["open_timeout_ms"], 200);
+    assert_eq!(open["circuits"]["user"]["open_timeout_ms"], 1000);
     // Nothing is sent now: the runtime must wake itself at the deadline and
     // log the transition.
     node.wait_for_stderr("half_open");

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod floor;
 pub mod http_load;
 pub mod outage_report;
 pub mod run;

@@ -22,7 +22,7 @@ const GNU_TIME: &str = "/usr/bin/time";
 /// A binary under test.
 pub struct Binary {
     pub name: &'static str,
-    pub path: &'static str,
+    pub path: PathBuf,
     /// grace gets a fresh `--data-dir` per run, so no run sees another's state.
     pub needs_data_dir: bool,
     pub extra_args: Vec<String>,
@@ -117,10 +117,10 @@ impl Lab {
         let mut command = if self.gnu_time {
             let mut time = Command::new(GNU_TIME);
             time.arg("-f").arg("%M").arg("-o").arg(&rss_file);
-            time.arg(binary.path);
+            time.arg(&binary.path);
             time
         } else {
-            Command::new(binary.path)
+            Command::new(&binary.path)
         };
         if binary.needs_data_dir {
             let data_dir = run_dir.join("data");
@@ -258,4 +258,10 @@ pub fn alternating(round: usize) -> [usize; 2] {
     } else {
         [1, 0]
     }
+}
+
+/// The order in which `count` things run in round `round`: rotated, so
+/// none always runs first (on a colder machine) or last.
+pub fn rotated(round: usize, count: usize) -> Vec<usize> {
+    (0..count).map(|index| (index + round) % count).collect()
 }

@@ -493,11 +493,26 @@ impl CircuitBreaker {
         }
     }
 
+    /// Half-open with every permitted probe out: no call is let through
+    /// until a probe's outcome (or the end of `max_wait_in_half_open`)
+    /// decides, so waiting for the clock alone would be spinning.
+    pub fn awaits_probes(&self) -> bool {
+        match self.state {
+            State::HalfOpen { probes_out, .. } => {
+                probes_out >= self.config.permitted_calls_in_half_open.max(1)
+            }
+            _ => false,
+        }
+    }
+
     /// The next instant at which [`Self::poll`] changes something: the end
     /// of the open wait, or of `max_wait_in_half_open`.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.state {
             State::Open { until } => Some(until),
+            State::HalfOpen { since, .. } if is_planted(PlantedBug::HalfOpenWakesAtOnce) => {
+                Some(since)
+            }
             State::HalfOpen { since, .. } => {
                 self.config.max_wait_in_half_open.map(|max| since + max)
             }
@@ -575,7 +590,8 @@ impl CircuitBreaker {
                 }
             }
             State::HalfOpen { probes_out, .. } => {
-                if *probes_out < self.config.permitted_calls_in_half_open.max(1) {
+                let extra = u32::from(is_planted(PlantedBug::ExtraHalfOpenProbe));
+                if *probes_out < self.config.permitted_calls_in_half_open.max(1) + extra {
                     *probes_out += 1;
                     Ok(Permit {
                         generation: self.generation,

@@ -22,7 +22,9 @@ pub mod queue;
 pub mod service;
 pub mod writes;
 
-pub use call::{Call, CallFailure, CallId, CallRequest, CallResult, Delivery, Response, Storage};
+pub use call::{
+    Call, CallFailure, CallId, CallRequest, CallResult, Delivery, Headers, Response, Storage,
+};
 pub use service::{ServiceId, ServiceSpec, Services};
 pub use writes::{NewWrite, RepeatPolicy, WriteOutcome, WriteSnapshot};
 
@@ -291,8 +293,14 @@ impl<W, P> Core<W, P> {
         now: Instant,
     ) {
         if sharing == Sharing::Coalesce
+            && !is_planted(PlantedBug::NoCoalescing)
             && let Some(id) = self.read_in_flight(service, key)
         {
+            if is_planted(PlantedBug::ReplyBeforeCallEnds) {
+                let outcome = self.fallback(service, key, Cause::ProbesOut, now);
+                self.outcomes.push_back((waiter, Outcome::Read(outcome)));
+                return;
+            }
             let call = self
                 .calls
                 .get_mut(id.slot())
@@ -440,10 +448,9 @@ impl<W, P> Core<W, P> {
     /// A runtime reports how call `id` went, at `now`. An answer to a call
     /// that already timed out (or was never made) is ignored and counted.
     pub fn complete(&mut self, id: CallId, result: CallResult, now: Instant) {
-        let current = self
-            .calls
-            .get(id.slot())
-            .is_some_and(|call| call.generation == id.generation());
+        let current = self.calls.get(id.slot()).is_some_and(|call| {
+            call.generation == id.generation() || is_planted(PlantedBug::LateAnswerTakenAsCurrent)
+        });
         if !current {
             self.late_answers += 1;
             tracing::debug!(

@@ -402,3 +402,89 @@ fn answered_calls_leave_no_deadline_behind() {
     assert_eq!(world.core.poll_timeout(), None);
     assert_eq!(world.core.calls_in_flight(), 0);
 }
+
+impl World {
+    /// A write of `key` for `waiter`, to be sent directly as `direct`.
+    fn write(&mut self, waiter: u32, key: &str, direct: &'static str, now: Instant) {
+        let write = NewWrite {
+            idempotency_key: key.to_string(),
+            fingerprint: None,
+            public_id: None,
+            stored: serde_json::value::RawValue::from_string(format!(r#"{{"key":"{key}"}}"#))
+                .expect("json")
+                .into(),
+            direct,
+        };
+        self.core
+            .write(waiter, self.user, write, RepeatPolicy::AwaitFirst, now);
+    }
+}
+
+fn queued_position(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Write(WriteOutcome::Queued { position, .. }) => *position,
+        other => panic!("expected a queued write, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_direct_write_that_fails_is_queued_ahead_of_the_writes_that_arrived_after_it() {
+    let mut world = World::new();
+    world.write(1, "x", "send x", world.at(0));
+    let x = world.calls().pop().expect("x is sent directly");
+    world.write(2, "a", "send a", world.at(10));
+    world.write(3, "b", "send b", world.at(20));
+    assert!(world.calls().is_empty(), "a and b wait behind x");
+
+    world.answer(&x, 201, "x", world.at(90));
+    let a = world.calls().pop().expect("a's turn: sent directly");
+    assert!(matches!(a.request, CallRequest::Send("send a")));
+    // b waited its service's timeout behind a's call: it is queued first.
+    world.core.handle_timeout(world.at(120));
+    let outcomes = world.outcomes();
+    assert_eq!(outcomes[1].0, 3);
+    assert_eq!(queued_position(&outcomes[1].1), 1);
+
+    world.fail(&a, world.at(150));
+    let outcomes = world.outcomes();
+    assert_eq!(outcomes[0].0, 2);
+    assert_eq!(queued_position(&outcomes[0].1), 1, "a arrived before b");
+    // x took request id 1, a took 2 when it was sent, b 3 when queued.
+    let queue = world.core.queue();
+    assert_eq!((queue.position(2), queue.position(3)), (Some(1), Some(2)));
+
+    let due = world.core.poll_timeout().expect("a delivery is due");
+    world.core.handle_timeout(due);
+    let delivery = world.calls().pop().expect("the head is delivered");
+    match delivery.request {
+        CallRequest::Deliver(delivery) => assert_eq!(&*delivery.idempotency_key, "a"),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_queued_write_waits_for_the_half_open_probe_without_spinning() {
+    let mut world = World::new();
+    world.open_breaker(world.at(0));
+    world.write(1, "a", "send a", world.at(0));
+    assert_eq!(queued_position(&world.outcomes()[0].1), 1);
+
+    // The breaker half-opens and a read takes its only probe.
+    world.read(2, "k", world.at(1000));
+    let probe = world.calls().pop().expect("the probe");
+    assert!(world.calls().is_empty(), "the write waits for the probe");
+    let now = world.at(1001);
+    world.core.handle_timeout(now);
+    assert!(world.calls().is_empty());
+    let next = world.core.poll_timeout().expect("the probe's deadline");
+    assert!(next > now, "due again at once: a runtime would spin");
+
+    world.answer(&probe, 200, "k", world.at(1010));
+    let due = world.core.poll_timeout().expect("the write is due");
+    world.core.handle_timeout(due.max(world.at(1010)));
+    let delivery = world
+        .calls()
+        .pop()
+        .expect("delivered once the probe closed it");
+    assert!(matches!(delivery.request, CallRequest::Deliver(_)));
+}

@@ -343,7 +343,9 @@ impl<W, P> Core<W, P> {
     /// breaker lets it through.
     fn pump(&mut self, service: ServiceId, now: Instant) {
         let index = service.index();
-        if self.writes.lanes[index].in_flight.is_some() {
+        if self.writes.lanes[index].in_flight.is_some()
+            && !is_planted(PlantedBug::SecondDeliveryInFlight)
+        {
             return;
         }
         let forced = self.writes.lanes[index].forced;
@@ -597,7 +599,10 @@ impl<W, P> Core<W, P> {
             .flat_map(|(index, lane)| {
                 let arrival = lane.arrivals.front().map(|arrival| arrival.deadline);
                 let state = &self.services[index];
-                let delivery = (lane.in_flight.is_none())
+                // A half-open breaker whose probes are all out frees the
+                // line only when one ends: a call's deadline already wakes
+                // the core then.
+                let delivery = (lane.in_flight.is_none() && !state.breaker.awaits_probes())
                     .then(|| {
                         self.writes
                             .queue

@@ -41,6 +41,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=crate::config::MAX_WAIT_MS))]
     pub header_read_timeout_ms: u64,
 
+    /// A client that has not sent its whole request body by then, once its
+    /// headers are in, is answered 408 and dropped (ms).
+    #[arg(long, env = "GRACE_BODY_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=crate::config::MAX_WAIT_MS))]
+    pub body_read_timeout_ms: u64,
+
     /// Largest request head (request line and headers) accepted; beyond it, 431.
     #[arg(long, env = "GRACE_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
           value_parser = clap::value_parser!(u64).range(8192..=1_048_576))]

@@ -25,8 +25,8 @@ use crate::core::load_mode::{FeatureId, Mode};
 use crate::core::queue::journal::JournalInfo;
 use crate::core::queue::{RecoveredQueue, StoredWrite};
 use crate::core::{
-    CallId, CallResult, Core, CoreConfig, NewWrite, Outcome, ReadOutcome, RepeatPolicy,
-    SendOutcome, ServiceId, Services, Sharing, WriteOutcome, WriteSnapshot,
+    CallFailure, CallId, CallResult, Core, CoreConfig, NewWrite, Outcome, ReadOutcome,
+    RepeatPolicy, SendOutcome, ServiceId, Services, Sharing, WriteOutcome, WriteSnapshot,
 };
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -34,7 +34,7 @@ use http::{HeaderMap, Method};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Events waiting for the engine before senders wait in turn.
 pub const EVENT_QUEUE: usize = 4096;
@@ -105,6 +105,12 @@ pub enum Event {
     Completed {
         id: CallId,
         result: CallResult,
+        service: ServiceId,
+        took: Duration,
+    },
+    /// A call got no answer by its deadline (the core fails it there on
+    /// its own); counted in the metrics.
+    TimedOut {
         service: ServiceId,
         took: Duration,
     },
@@ -219,19 +225,19 @@ impl Engine {
         self.commits = commits;
     }
 
-    /// Runs until every sender of events is gone, then commits what is left.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+    /// Runs until `stop` (or until every sender of events is gone), then
+    /// commits what is left and closes the journal. Calls still in flight
+    /// then are abandoned: a delivery cut so is made again after a restart,
+    /// under the same idempotency key.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
         let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
         loop {
             let deadline = self.core.poll_timeout();
-            let received = match deadline {
-                Some(deadline) => {
-                    tokio::select! {
-                        count = events.recv_many(&mut batch, EVENTS_PER_BATCH) => Some(count),
-                        () = tokio::time::sleep_until(deadline.into()) => None,
-                    }
-                }
-                None => Some(events.recv_many(&mut batch, EVENTS_PER_BATCH).await),
+            let received = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
+                count = events.recv_many(&mut batch, EVENTS_PER_BATCH) => Some(count),
+                () = sleep_until_deadline(deadline) => None,
             };
             let now = Instant::now();
             match received {
@@ -245,11 +251,11 @@ impl Engine {
             }
             self.settle(now);
         }
-        let now = Instant::now();
-        self.core.handle_timeout(now);
-        self.settle(now);
+        // Nothing new starts now; what the core still holds is committed.
+        let rows = self.core.take_journal_writes();
+        self.commit_then_send(rows, Vec::new());
         if let Some(commits) = self.commits.take() {
-            commits.close();
+            let _ = tokio::task::spawn_blocking(move || commits.close()).await;
         }
     }
 
@@ -265,6 +271,11 @@ impl Engine {
                 self.metrics
                     .upstream_call(self.core.services().name(service), &result, took);
                 self.core.complete(id, result, now);
+            }
+            Event::TimedOut { service, took } => {
+                let timed_out = CallResult::Failed(CallFailure::TimedOut);
+                self.metrics
+                    .upstream_call(self.core.services().name(service), &timed_out, took);
             }
             Event::LearnVary { route, names } => {
                 let vary = &mut self.routes[route].vary;
@@ -311,20 +322,30 @@ impl Engine {
                     &incoming.headers,
                     &route.vary,
                 );
+                // A range or a precondition asks what no other request
+                // asks: its own call, and its answer is not kept (on
+                // failure it still gets the whole copy, if there is one).
+                let (sharing, keep) = if exchange::is_partial_or_conditional(&incoming.headers) {
+                    (Sharing::Alone, None)
+                } else {
+                    (
+                        Sharing::Coalesce,
+                        Some((incoming.route, route.vary.clone())),
+                    )
+                };
                 let call = HttpCall {
                     method: incoming.method,
                     path_and_query: incoming.path_and_query,
                     headers,
                     body: incoming.body,
-                    keep: Some((incoming.route, route.vary.clone())),
+                    keep,
                 };
                 let waiter = Waiter::Client {
                     reply: incoming.reply,
                     service,
                     write: None,
                 };
-                self.core
-                    .read(waiter, service, &key, || call, Sharing::Coalesce, now);
+                self.core.read(waiter, service, &key, || call, sharing, now);
             }
             Fallback::None => {
                 let call = HttpCall {
@@ -487,8 +508,12 @@ impl Engine {
             let mut progressed = false;
             while let Some(call) = self.core.poll_call() {
                 progressed = true;
+                let started = Instant::now();
                 if let Some(result) = self.upstreams.start(call.service, &call, &self.events) {
-                    // Answered in-process, at once.
+                    // Answered in-process, at once; counted like any call.
+                    let service = self.core.services().name(call.service);
+                    self.metrics
+                        .upstream_call(service, &result, started.elapsed());
                     self.core.complete(call.id, result, now);
                 }
             }
@@ -578,6 +603,14 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

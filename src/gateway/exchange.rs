@@ -13,6 +13,7 @@
 
 use crate::core::breaker::BreakerState;
 use crate::core::cache::CachedCopy;
+use crate::core::queue::StoredResponse;
 use crate::core::{Response as CoreResponse, Storage};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -37,6 +38,9 @@ pub const DEGRADED: HeaderName = HeaderName::from_static("grace-degraded");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// The client's key for a write (IETF httpapi draft, Stripe).
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Marks an answer that repeats the one a key's first request got (the
+/// name Stripe and the demo upstream use).
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 /// The chain of client addresses a proxy adds to.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `Cache-Status` of a stale copy served because the service failed.
@@ -45,28 +49,35 @@ const STALE_IF_ERROR: &str = "grace; hit; detail=stale-if-error";
 const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Headers that describe one connection, not the message: never forwarded
-/// either way (RFC 9110 §7.6.1), nor are the headers `Connection` names.
-const HOP_BY_HOP: [&str; 9] = [
+/// either way (RFC 9110 §7.6.1), nor are the headers `Connection` names,
+/// nor any `Proxy-*` header (they are between a client and its proxy).
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
 ];
+/// The prefix of the proxy headers (`Proxy-Authorization`,
+/// `Proxy-Authenticate`, `Proxy-Authentication-Info`, `Proxy-Connection`).
+const PROXY_PREFIX: &str = "proxy-";
 
 /// Removes hop-by-hop headers, and those `Connection` lists.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    let mut listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
+    listed.extend(
+        headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(PROXY_PREFIX))
+            .cloned(),
+    );
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -82,10 +93,15 @@ pub fn forwarded_request_headers(from_client: &HeaderMap, client: IpAddr) -> Hea
     let mut headers = from_client.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
-    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client.to_string(),
-    };
+    // Several header lines are one comma-separated list.
+    let mut chain: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    chain.push(client.to_string());
+    let chain = chain.join(", ");
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -120,6 +136,25 @@ pub fn cache_key(
         part(name);
     }
     key
+}
+
+/// Request headers that make a GET ask something narrower than the
+/// resource: a part of it (`Range`), or an answer only if it changed (the
+/// preconditions of RFC 9110 §13).
+const NARROWING: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Whether a GET asks for a part of its resource or sets a precondition:
+/// its answer (a `206`, a `304`) answers no other request, so it is neither
+/// shared with identical requests in flight nor kept as a copy.
+pub fn is_partial_or_conditional(headers: &HeaderMap) -> bool {
+    NARROWING.iter().any(|name| headers.contains_key(name))
 }
 
 /// Whether a fresh answer to a GET on a cache route may be kept, and for
@@ -292,7 +327,27 @@ fn with_circuit(mut response: Response<Body>, circuit: BreakerState) -> Response
 pub fn fresh(answer: &CoreResponse, circuit: BreakerState) -> Response<Body> {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     with_circuit(
-        response(status, answer.headers.clone(), answer.body.clone()),
+        response(status, (*answer.headers).clone(), answer.body.clone()),
+        circuit,
+    )
+}
+
+/// A repeat of a delivered write: the answer its delivery got, as the
+/// queue kept it (status, content type, body up to its bound), marked as a
+/// replay.
+pub fn replayed(stored: &StoredResponse, circuit: BreakerState) -> Response<Body> {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = stored
+        .content_type
+        .as_deref()
+        .and_then(|content_type| HeaderValue::from_str(content_type).ok())
+    {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    with_circuit(
+        response(status, headers, Bytes::from(stored.body.clone())),
         circuit,
     )
 }
@@ -425,6 +480,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("transfer-encoding", "chunked"),
             ("proxy-authorization", "Basic x"),
+            ("proxy-authentication-info", "nextnonce=x"),
             ("x-secret", "1"),
             ("accept", "application/json"),
         ]);
@@ -469,6 +525,24 @@ mod tests {
             anonymous,
             "not varied on: not keyed"
         );
+    }
+
+    #[test]
+    fn ranges_and_preconditions_narrow_a_request() {
+        assert!(!is_partial_or_conditional(&headers(&[("accept", "*/*")])));
+        for name in [
+            "range",
+            "if-range",
+            "if-none-match",
+            "if-modified-since",
+            "if-match",
+            "if-unmodified-since",
+        ] {
+            assert!(
+                is_partial_or_conditional(&headers(&[(name, "x")])),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -59,6 +59,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use upstream::{Target, Upstreams};
 
+/// Longest a stopping gateway waits for its last journal commit.
+const JOURNAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs `grace serve` until SIGTERM/SIGINT.
 pub fn run(args: ServeArgs) -> ExitCode {
     let defaults = ServiceSpec {
@@ -83,7 +86,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if args.admin_listen == args.listen {
+    // Port 0 asks the OS for a free port: two of those never collide.
+    if args.admin_listen == args.listen && args.listen.port() != 0 {
         eprintln!(
             "grace serve: --listen and --admin-listen must differ: admin routes are never public"
         );
@@ -166,13 +170,15 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         events.clone(),
     );
     engine.recover(opened.info, opened.recovered, commits);
-    let engine = tokio::spawn(engine.run(receiver));
+    let (stop_engine, engine_stop) = watch::channel(false);
+    let engine = tokio::spawn(engine.run(receiver, engine_stop));
     let sampler = tokio::spawn(cpu::sample(
         Duration::from_millis(args.cpu_sample_ms),
         events.clone(),
     ));
     let limits = Limits {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
         max_header_bytes: args.max_header_bytes as usize,
         max_body_bytes: args.max_body_bytes as usize,
         max_in_flight: args.max_in_flight as usize,
@@ -230,9 +236,15 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     }
     sampler.abort();
     let _ = sampler.await;
-    // The engine ends when the last event sender is gone (calls still in
-    // flight hold one until their deadline), and commits what is left.
-    let _ = tokio::time::timeout(grace.max(Duration::from_secs(1)), engine).await;
+    // Every request is answered (or the grace period is over): the engine
+    // commits what is left and closes the journal.
+    let _ = stop_engine.send(true);
+    if tokio::time::timeout(JOURNAL_CLOSE_TIMEOUT, engine)
+        .await
+        .is_err()
+    {
+        tracing::error!("the journal did not close in time; pending rows may be lost");
+    }
     if journal_failed {
         ExitCode::FAILURE
     } else {

@@ -150,11 +150,23 @@ impl Router {
             .map(|&(_, _, index)| index)
     }
 
-    /// Whether some route matches `path` with another method (a 405, not a 404).
-    pub fn path_known(&self, path: &str) -> bool {
-        self.routes
+    /// The methods some route takes `path` with, in declaration order
+    /// (none: a 404; some, not the one asked: a 405 with `Allow`).
+    pub fn methods_for(&self, path: &str) -> Vec<Method> {
+        let mut matching: Vec<(usize, &Method)> = self
+            .routes
             .iter()
-            .any(|(_, pattern, _)| pattern.matches(path))
+            .filter(|(_, pattern, _)| pattern.matches(path))
+            .map(|(method, _, index)| (*index, method))
+            .collect();
+        matching.sort_by_key(|(index, _)| *index);
+        let mut methods: Vec<Method> = Vec::new();
+        for (_, method) in matching {
+            if !methods.contains(method) {
+                methods.push(method.clone());
+            }
+        }
+        methods
     }
 }
 
@@ -206,8 +218,8 @@ mod tests {
         assert_eq!(router.route(&get, "/users/7"), Some(0));
         assert_eq!(router.route(&get, "/teams/me"), Some(2));
         assert_eq!(router.route(&Method::POST, "/users/7"), None);
-        assert!(router.path_known("/users/7"));
-        assert!(!router.path_known("/nothing"));
+        assert_eq!(router.methods_for("/users/7"), [Method::GET]);
+        assert!(router.methods_for("/nothing").is_empty());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! into a response.
 //!
 //! Limits, each a flag with a default: a client that does not send its
-//! headers in time is dropped (slowloris), headers too large get `431`, a
-//! body too large `413`, and beyond `--max-in-flight` requests at once a
+//! headers in time is dropped (slowloris), one that does not send its
+//! body in time gets `408`, headers too large get `431`, a body too large
+//! `413`, and beyond `--max-in-flight` requests at once a
 //! request gets `503` with `Retry-After` at once (a bulkhead: nothing
 //! queues up in memory). The admin routes are not served here, ever.
 
@@ -32,6 +33,8 @@ const REQUEST_STATUS_PREFIX: &str = "/grace/requests/";
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
@@ -91,12 +94,18 @@ impl Public {
             return Ok(self.request_status(request.method(), public_id).await);
         }
         let Some(route) = self.router.route(request.method(), &path) else {
-            let answer = if self.router.path_known(&path) {
-                exchange::problem(
+            let allowed = self.router.methods_for(&path);
+            let answer = if !allowed.is_empty() {
+                let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                let mut answer = exchange::problem(
                     StatusCode::METHOD_NOT_ALLOWED,
                     &format!("no route takes {} {path}", request.method()),
                     serde_json::Value::Null,
-                )
+                );
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    answer.headers_mut().insert(header::ALLOW, value);
+                }
+                answer
             } else {
                 exchange::problem(
                     StatusCode::NOT_FOUND,
@@ -150,12 +159,26 @@ impl Public {
         if declared.is_some_and(|length| length > self.limits.max_body_bytes as u64) {
             return rejected(too_large());
         }
-        let body = match Limited::new(body, self.limits.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => return rejected(too_large()),
+        let read = Limited::new(body, self.limits.max_body_bytes).collect();
+        let body = match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => return rejected(too_large()),
+            Err(_) => {
+                // A slow body holds a place in flight: give it back, and
+                // end the connection (the rest of the body never came).
+                let mut answer = exchange::problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the body did not arrive within {} ms",
+                        self.limits.body_read_timeout.as_millis()
+                    ),
+                    serde_json::Value::Null,
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return rejected(answer);
+            }
         };
         let path_and_query = parts.uri.path_and_query().map_or_else(
             || parts.uri.path().to_string(),
@@ -318,18 +341,7 @@ fn respond_write(
             let first_id = snapshot.write.public_id.clone().unwrap_or_default();
             match (&snapshot.write.status, &snapshot.write.response) {
                 (WriteStatus::Delivered, Some(stored)) => {
-                    let mut headers = HeaderMap::new();
-                    if let Some(value) = stored
-                        .content_type
-                        .as_deref()
-                        .and_then(|ct| HeaderValue::from_str(ct).ok())
-                    {
-                        headers.insert(header::CONTENT_TYPE, value);
-                    }
-                    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-                    let answer =
-                        exchange::response(status, headers, Bytes::from(stored.body.clone()));
-                    (answer, RequestOutcome::Fresh)
+                    (exchange::replayed(stored, circuit), RequestOutcome::Fresh)
                 }
                 (status, _) => (
                     exchange::accepted(

@@ -101,29 +101,27 @@ impl Upstreams {
                 let (id, deadline) = (call.id, call.deadline);
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let result = match tokio::time::timeout_at(
-                        deadline.into(),
-                        send(&client, &base, request),
-                    )
-                    .await
-                    {
+                    let sent =
+                        tokio::time::timeout_at(deadline.into(), send(&client, &base, request))
+                            .await;
+                    let took = started.elapsed();
+                    let event = match sent {
                         Ok(Sent { result, learned }) => {
                             if let Some((route, names)) = learned {
                                 let _ = events.send(Event::LearnVary { route, names }).await;
                             }
-                            result
+                            Event::Completed {
+                                id,
+                                result,
+                                service,
+                                took,
+                            }
                         }
-                        Err(_) => CallResult::Failed(CallFailure::TimedOut),
+                        // The core fails the call at the same deadline on
+                        // its own: this is no result, only a count.
+                        Err(_) => Event::TimedOut { service, took },
                     };
-                    let took = started.elapsed();
-                    let _ = events
-                        .send(Event::Completed {
-                            id,
-                            result,
-                            service,
-                            took,
-                        })
-                        .await;
+                    let _ = events.send(event).await;
                 });
                 None
             }
@@ -205,7 +203,7 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &Uri, request: 
     Sent {
         result: CallResult::Answered(Arc::new(Response {
             status: parts.status.as_u16(),
-            headers,
+            headers: headers.into(),
             body,
             storage,
         })),
@@ -260,7 +258,7 @@ impl Demo {
         let (storage, _) = keep(request.keep, answer.status, &headers);
         CallResult::Answered(Arc::new(Response {
             status: answer.status.as_u16(),
-            headers,
+            headers: headers.into(),
             body: answer.body,
             storage,
         }))

@@ -1,5 +1,5 @@
 //! The random world's schedule: what clients send, when time jumps, when
-//! the node restarts or crashes.
+//! a service hangs, when the node restarts or crashes.
 //!
 //! Everything comes from one seeded generator, so a seed names a whole run.
 //! Ids are drawn from small pools so that reads hit the cache, retries hit
@@ -29,8 +29,15 @@ pub enum Step {
     },
     /// The clock moves on; due timers fire on the way.
     Advance(Duration),
-    /// A clean restart: everything committed, the process replaced.
+    /// A clean restart: every request waiting is answered, everything
+    /// committed, the process replaced (its calls in flight go unheard).
     Restart,
+    /// The process dies between steps: what was committed survives; calls
+    /// in flight and requests waiting on them are lost with it.
+    Crash,
+    /// A service stops answering at all for this many steps: calls reach
+    /// it and are never processed, so every one of them times out.
+    Hang { service: usize, steps: usize },
 }
 
 /// One line a client sends.
@@ -106,13 +113,18 @@ impl Workload {
 
     pub fn next_step(&mut self) -> Step {
         match self.rng.u32(0..100) {
-            0..=54 => Step::Burst(self.burst()),
-            55..=56 => {
+            0..=49 => Step::Burst(self.burst()),
+            50..=51 => {
                 let requests = self.burst();
                 let handled = self.rng.usize(0..=requests.len());
                 Step::CrashDuringBurst { requests, handled }
             }
-            57..=58 => Step::Restart,
+            52 => Step::Crash,
+            53..=54 => Step::Restart,
+            55 => Step::Hang {
+                service: self.rng.usize(0..3),
+                steps: self.rng.usize(1..=40),
+            },
             _ => Step::Advance(self.time_jump()),
         }
     }

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test file uses its own share of the helpers
 
+pub mod gateway;
+pub mod node;
 pub mod upstream;
 
 use serde::Deserialize;

@@ -19,7 +19,6 @@
 
 pub mod journal;
 #[cfg(test)]
-#[cfg(any())]
 mod tests;
 
 use crate::core::ServiceId;
@@ -392,8 +391,14 @@ impl WriteQueue {
         if stored.status.is_settled() {
             self.settled.push_back(request_id);
         } else {
+            // Ids follow arrival, and a line keeps arrival order: a direct
+            // write whose call failed joins the line ahead of the writes
+            // that arrived after it and were queued while it was in flight.
+            // (`position` relies on this order too.)
             let line = self.line_for(&stored.service);
-            self.lines[line.index()].pending.push_back(request_id);
+            let pending = &mut self.lines[line.index()].pending;
+            let at = pending.partition_point(|&id| id < request_id);
+            pending.insert(at, request_id);
             self.pending_total += 1;
         }
         self.entries.insert(
@@ -496,13 +501,9 @@ impl WriteQueue {
     pub fn enqueue(&mut self, accepted: Accepted, now: Instant) -> usize {
         let line = self.line_for(&accepted.service);
         let pending = &self.lines[line.index()].pending;
-        let was_empty = pending.is_empty();
-        // `position` relies on pending ids increasing from head to tail.
-        debug_assert!(
-            pending
-                .back()
-                .is_none_or(|&last| last < accepted.request_id)
-        );
+        let becomes_head = pending
+            .front()
+            .is_none_or(|&head| accepted.request_id < head);
         let stored = StoredWrite {
             request_id: accepted.request_id,
             service: accepted.service,
@@ -519,13 +520,14 @@ impl WriteQueue {
         if !is_planted(PlantedBug::SkipJournalOnQueue) {
             self.writes.push(stored.clone());
         }
-        let first_attempt_at = if was_empty {
+        let first_attempt_at = if becomes_head {
             now + self.config.retry_base.max(MIN_RETRY_DELAY)
         } else {
             now
         };
+        let request_id = stored.request_id;
         self.index(stored, first_attempt_at);
-        self.depth_of(line)
+        self.position(request_id).expect("just queued")
     }
 
     /// The oldest pending write of `service`, if it may be attempted at
