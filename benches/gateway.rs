@@ -262,9 +262,11 @@ impl Bench {
             timeout: Duration::from_secs(5),
         };
         let paths = Arc::clone(&self.paths);
-        let samples = self.runtime.block_on(http_load::open_loop(address, plan, |i| {
-            paths[i % paths.len()].clone()
-        }));
+        let samples = self
+            .runtime
+            .block_on(http_load::open_loop(address, plan, |i| {
+                paths[i % paths.len()].clone()
+            }));
         let failed = samples.iter().filter(|s| !s.outcome.is_success()).count();
         if failed > 0 {
             return Err(format!("{failed} of {requests} fixed-rate requests failed").into());
@@ -402,9 +404,7 @@ fn report(
         "closed loop, {} keep-alive connections, medians of {} rounds:",
         settings.connections, settings.rounds
     );
-    println!(
-        "| scenario | req/s | p50 ms | p99 ms | vs upstream alone |\n|---|---|---|---|---|"
-    );
+    println!("| scenario | req/s | p50 ms | p99 ms | vs upstream alone |\n|---|---|---|---|---|");
     for (scenario, figures) in Scenario::ALL.iter().zip(&all) {
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.1} % |",
@@ -424,7 +424,11 @@ fn report(
     );
     println!("| target | p50 ms | p99 ms |\n|---|---|---|");
     println!("| upstream alone | {:.3} | {:.3} |", ms(p50(0)), ms(p99(0)));
-    println!("| grace, upstream healthy | {:.3} | {:.3} |", ms(p50(1)), ms(p99(1)));
+    println!(
+        "| grace, upstream healthy | {:.3} | {:.3} |",
+        ms(p50(1)),
+        ms(p99(1))
+    );
     let added = p99(1).saturating_sub(p99(0));
     let ratio = all[1].rate / alone;
     println!();

@@ -63,9 +63,7 @@ use support::Result;
 use support::http_load::{self, ClosedLoop, ClosedLoopReport, Connections, OpenLoop, Sample, ms};
 use support::outage_report::{self, Phase, ProxyRun};
 use support::run::median;
-use support::servers::{
-    self, DemoUpstream, Fault, Gateway, Install, Nginx, Peer, Server, Varnish,
-};
+use support::servers::{self, DemoUpstream, Fault, Gateway, Install, Nginx, Peer, Server, Varnish};
 use support::settings::BenchEnv;
 
 /// Users in the key set (`GET /users/1` ... `/users/100`).
@@ -194,7 +192,9 @@ impl Settings {
     }
 
     fn duration(&self) -> Duration {
-        self.phases.last().map_or(Duration::ZERO, |(phase, _)| phase.end)
+        self.phases
+            .last()
+            .map_or(Duration::ZERO, |(phase, _)| phase.end)
     }
 
     fn phases(&self) -> Vec<Phase> {
@@ -212,7 +212,8 @@ struct Running {
 fn start_proxy(proxy: Proxy, name: &str, upstream: SocketAddr, dir: &Path) -> Result<Running> {
     Ok(match proxy {
         Proxy::Grace => {
-            let config = servers::outage_config("grace.toml", &[("UPSTREAM", upstream.to_string())])?;
+            let config =
+                servers::outage_config("grace.toml", &[("UPSTREAM", upstream.to_string())])?;
             let gateway = Gateway::start(name, &config, dir)?;
             Running {
                 listen: gateway.listen,
@@ -220,7 +221,12 @@ fn start_proxy(proxy: Proxy, name: &str, upstream: SocketAddr, dir: &Path) -> Re
             }
         }
         Proxy::Nginx => {
-            let nginx = Nginx::start(name, "nginx.conf", &[("UPSTREAM", upstream.to_string())], dir)?;
+            let nginx = Nginx::start(
+                name,
+                "nginx.conf",
+                &[("UPSTREAM", upstream.to_string())],
+                dir,
+            )?;
             Running {
                 listen: nginx.listen,
                 _server: nginx.server,
@@ -361,7 +367,9 @@ fn fast_comparison(
     dir: &Path,
 ) -> Result<Option<Vec<FastFigures>>> {
     if !peers.contains(&Peer::Nginx) {
-        println!("skipped: the fast-upstream comparison needs nginx (the static upstream and the baseline)");
+        println!(
+            "skipped: the fast-upstream comparison needs nginx (the static upstream and the baseline)"
+        );
         return Ok(None);
     }
     let root = dir.join("static");
@@ -381,13 +389,31 @@ fn fast_comparison(
     let upstream = [("UPSTREAM", origin.listen.to_string())];
     let mut proxies: Vec<(&'static str, Running)> = Vec::new();
     let plain = Nginx::start("fast-nginx-plain", "nginx-plain.conf", &upstream, dir)?;
-    proxies.push(("nginx, plain proxy", Running { listen: plain.listen, _server: plain.server }));
+    proxies.push((
+        "nginx, plain proxy",
+        Running {
+            listen: plain.listen,
+            _server: plain.server,
+        },
+    ));
     let cached = Nginx::start("fast-nginx-cache", "nginx.conf", &upstream, dir)?;
-    proxies.push(("nginx, proxy_cache", Running { listen: cached.listen, _server: cached.server }));
+    proxies.push((
+        "nginx, proxy_cache",
+        Running {
+            listen: cached.listen,
+            _server: cached.server,
+        },
+    ));
     if peers.contains(&Peer::Varnish) {
-        proxies.push(("varnish", start_proxy(Proxy::Varnish, "fast-varnish", origin.listen, dir)?));
+        proxies.push((
+            "varnish",
+            start_proxy(Proxy::Varnish, "fast-varnish", origin.listen, dir)?,
+        ));
     }
-    proxies.push(("grace", start_proxy(Proxy::Grace, "fast-grace", origin.listen, dir)?));
+    proxies.push((
+        "grace",
+        start_proxy(Proxy::Grace, "fast-grace", origin.listen, dir)?,
+    ));
     let paths: Arc<Vec<String>> = Arc::new((1..=KEYS).map(|id| format!("/users/{id}")).collect());
     let mut reports: Vec<Vec<ClosedLoopReport>> = proxies.iter().map(|_| Vec::new()).collect();
     for round in 0..settings.rounds {
@@ -427,7 +453,10 @@ fn fast_comparison(
                 label,
                 rate: median(reports.iter().map(ClosedLoopReport::rate).collect()),
                 p99: Duration::from_secs_f64(median(
-                    reports.iter().map(|r| r.latencies.p99().as_secs_f64()).collect(),
+                    reports
+                        .iter()
+                        .map(|r| r.latencies.p99().as_secs_f64())
+                        .collect(),
                 )),
             })
             .collect(),
@@ -461,7 +490,12 @@ fn fast_table(settings: &Settings, figures: &[FastFigures]) -> String {
 /// `uptime`'s three load averages.
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|_| "unknown".into())
 }
 
@@ -513,10 +547,19 @@ fn main() -> Result<()> {
             ))
             .collect::<Vec<_>>()
             .join(", "),
-        settings.proxies.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "),
+        settings
+            .proxies
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let wanted: Vec<Peer> = settings.proxies.iter().filter_map(|p| p.peer()).collect();
-    let install = if settings.bench.smoke { Install::Never } else { Install::WhenMissing };
+    let install = if settings.bench.smoke {
+        Install::Never
+    } else {
+        Install::WhenMissing
+    };
     let peers = servers::available_peers(&wanted, install);
     let proxies: Vec<Proxy> = settings
         .proxies
@@ -533,12 +576,23 @@ fn main() -> Result<()> {
     let mut runs = Vec::new();
     for connections in [Connections::KeepAlive, Connections::PerRequest] {
         for &proxy in &proxies {
-            let run = run_outage(&settings, &runtime, &upstream, proxy, connections, dir.path())
-                .map_err(|err| format!("{err}\n{}", upstream.stderr_tail()))?;
+            let run = run_outage(
+                &settings,
+                &runtime,
+                &upstream,
+                proxy,
+                connections,
+                dir.path(),
+            )
+            .map_err(|err| format!("{err}\n{}", upstream.stderr_tail()))?;
             let log = logs_dir.join(format!(
                 "requests-{}-{}.csv",
                 proxy.name(),
-                if connections == Connections::KeepAlive { "keepalive" } else { "per-request" }
+                if connections == Connections::KeepAlive {
+                    "keepalive"
+                } else {
+                    "per-request"
+                }
             ));
             write_log(&run, &log)?;
             let calls: Vec<String> = run.upstream_calls.iter().map(u64::to_string).collect();
@@ -557,7 +611,10 @@ fn main() -> Result<()> {
     let phases = settings.phases();
     let mut results = String::new();
     for connections in [Connections::KeepAlive, Connections::PerRequest] {
-        let these: Vec<&ProxyRun> = runs.iter().filter(|r| r.connections == connections).collect();
+        let these: Vec<&ProxyRun> = runs
+            .iter()
+            .filter(|r| r.connections == connections)
+            .collect();
         results.push_str(&format!(
             "\n### Outage, {}, {:.0} requests/s open loop\n",
             connections.label(),

@@ -225,10 +225,7 @@ pub fn draw(path: &Path, title: &str, runs: &[ProxyRun], phases: &[Phase]) -> Re
             chart
                 .draw_series(LineSeries::new(
                     points.iter().map(|(t, _, p99)| {
-                        (
-                            *t,
-                            ms(*p99).clamp(LATENCY_RANGE_MS.0, LATENCY_RANGE_MS.1),
-                        )
+                        (*t, ms(*p99).clamp(LATENCY_RANGE_MS.0, LATENCY_RANGE_MS.1))
                     }),
                     color.stroke_width(2),
                 ))?

@@ -386,7 +386,10 @@ pub fn available_peers(wanted: &[Peer], install: Install) -> Vec<Peer> {
                 packages.join(" and ")
             ),
             Install::WhenMissing if is_root() => {
-                println!("installing {} from Debian's packages: {command}", packages.join(" and "));
+                println!(
+                    "installing {} from Debian's packages: {command}",
+                    packages.join(" and ")
+                );
                 if let Err(err) = apt_get_install(&packages) {
                     println!("skipped: could not install them: {err}");
                 }
@@ -447,12 +450,7 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx on `benches/outage/<config>` with `@LISTEN@`,
     /// `@PREFIX@` and `values` filled in, its files under `dir/<name>`.
-    pub fn start(
-        name: &str,
-        config: &str,
-        values: &[(&str, String)],
-        dir: &Path,
-    ) -> Result<Nginx> {
+    pub fn start(name: &str, config: &str, values: &[(&str, String)], dir: &Path) -> Result<Nginx> {
         let prefix = dir.join(name);
         fs::create_dir_all(&prefix)?;
         let listen = free_address()?;
