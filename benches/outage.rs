@@ -21,9 +21,10 @@
 //!
 //! It prints a table per phase and proxy (share of 2xx, share stale,
 //! p50/p99/max latency, answers per second, calls that reached the
-//! upstream) and draws them over time in one SVG. A full run writes both to
-//! `benches/outage/results/`; the per-request logs go to the target
-//! directory.
+//! upstream) and draws them over time in one SVG. A full run at full
+//! length writes both to `docs/` (`outage.svg`, `outage-results.md`, shown
+//! in the README); a shortened or smoke run writes them, and every run the
+//! per-request logs (CSV), to the target directory.
 //!
 //! Then, in the same run, the price of each proxy's logic when nothing
 //! fails: closed-loop throughput and p99 in front of a fast healthy
@@ -38,9 +39,11 @@
 //! Settings (environment variables): `GRACE_OUTAGE_RATE` (requests per
 //! second, default 300), `GRACE_OUTAGE_PROXIES` (default
 //! `grace,nginx,varnish`), `GRACE_BENCH_ROUNDS` (rounds of the fast-upstream
-//! comparison, default 3), `GRACE_OUTAGE_FAST_SECONDS` (measured seconds per
-//! proxy and round there, default 5), `GRACE_OUTAGE_CONNECTIONS`
-//! (closed-loop connections there, default 32).
+//! comparison, default 3), `GRACE_OUTAGE_FAST_MS` (measured milliseconds per
+//! proxy and round there, default 5 000), `GRACE_OUTAGE_CONNECTIONS`
+//! (closed-loop connections there, default 32), `GRACE_OUTAGE_PHASE_PERCENT`
+//! (the phases' length as a percentage of the table above, default 100: a
+//! quick full run with `GRACE_OUTAGE_PHASE_PERCENT=20`).
 //!
 //! Under `cargo test --benches` it runs as a smoke test: the phases a tenth
 //! as long at 100 requests/s, a short fast-upstream comparison, results in
@@ -82,12 +85,12 @@ const PHASES: [(&str, Fault, f64); 4] = [
     ("upstream refuses connections", Fault::Refuse, 5.0),
     ("healthy again", Fault::Healthy, 10.0),
 ];
-/// A smoke run's phases are this much of a full run's.
-const SMOKE_SCALE: f64 = 0.1;
+/// A smoke run's phases are this percentage of a full run's.
+const SMOKE_PHASE_PERCENT: u64 = 10;
 /// Unmeasured time at the start of each closed-loop measurement.
 const WARMUP: Duration = Duration::from_millis(500);
-/// Where a full run writes its figure and tables.
-const RESULTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/outage/results");
+/// Where a full run at full length writes its figure and tables.
+const RESULTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs");
 
 /// The proxies under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,8 @@ impl Proxy {
 /// What to run, read from the environment.
 struct Settings {
     rate: f64,
+    /// The phases' length as a percentage of [`PHASES`].
+    phase_percent: u64,
     proxies: Vec<Proxy>,
     phases: Vec<(Phase, Fault)>,
     rounds: usize,
@@ -149,7 +154,10 @@ struct Settings {
 impl Settings {
     fn read() -> Result<Settings> {
         let bench = BenchEnv::read();
-        let scale = if bench.smoke { SMOKE_SCALE } else { 1.0 };
+        let phase_percent = bench
+            .count("GRACE_OUTAGE_PHASE_PERCENT", 100, SMOKE_PHASE_PERCENT)?
+            .max(1);
+        let scale = phase_percent as f64 / 100.0;
         let mut phases = Vec::new();
         let mut start = Duration::ZERO;
         for (name, fault, seconds) in PHASES {
@@ -180,6 +188,7 @@ impl Settings {
         };
         Ok(Settings {
             rate: bench.count("GRACE_OUTAGE_RATE", 300, 100)?.max(1) as f64,
+            phase_percent,
             proxies,
             phases,
             rounds: bench.rounds(3)?,
@@ -467,7 +476,7 @@ fn fast_table(settings: &Settings, figures: &[FastFigures]) -> String {
     let base = &figures[0];
     let mut text = format!(
         "\nFast healthy upstream (nginx serving static files), closed loop, {} keep-alive \
-         connections, {:.0} s per proxy, medians of {} rounds:\n\n\
+         connections, {:.1} s per proxy, medians of {} rounds:\n\n\
          | proxy | req/s | p99 ms | throughput vs nginx plain | p99 vs nginx plain |\n\
          |---|---|---|---|---|\n",
         settings.fast_connections,
@@ -631,7 +640,7 @@ fn main() -> Result<()> {
     println!("{results}");
     println!("load average: before {load_before}, after {load_after}");
 
-    let out_dir = if settings.bench.smoke {
+    let out_dir = if settings.bench.smoke || settings.phase_percent != 100 {
         logs_dir.clone()
     } else {
         PathBuf::from(RESULTS_DIR)
@@ -656,7 +665,7 @@ fn main() -> Result<()> {
         peer_versions(&peers),
         logs_dir.display(),
     );
-    let results_path = out_dir.join("results.md");
+    let results_path = out_dir.join("outage-results.md");
     fs::write(&results_path, header + &results)?;
     println!("wrote {} and {}", svg.display(), results_path.display());
     Ok(())

@@ -116,10 +116,10 @@ pub fn phase_tables(runs: &[&ProxyRun], phases: &[Phase]) -> String {
     let mut text = String::new();
     for (index, phase) in phases.iter().enumerate() {
         text.push_str(&format!(
-            "\n{} ({:.0}–{:.0} s):\n\n",
+            "\n{} ({}–{} s):\n\n",
             phase.name,
-            phase.start.as_secs_f64(),
-            phase.end.as_secs_f64()
+            seconds(phase.start),
+            seconds(phase.end)
         ));
         text.push_str(
             "| proxy | 2xx | stale | p50 ms | p99 ms | max ms | answers/s | calls to upstream |\n\
@@ -141,6 +141,17 @@ pub fn phase_tables(runs: &[&ProxyRun], phases: &[Phase]) -> String {
         }
     }
     text
+}
+
+/// Seconds as the tables print them: whole when whole (`10`), else to a
+/// tenth (`2.5`).
+pub fn seconds(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds.fract() == 0.0 {
+        format!("{seconds:.0}")
+    } else {
+        format!("{seconds:.1}")
+    }
 }
 
 /// Width of the figure's time buckets.

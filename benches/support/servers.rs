@@ -238,7 +238,8 @@ impl DemoUpstream {
             .agent
             .put(&url)
             .content_type("application/json")
-            .send(body.as_str())?;
+            .send(body.as_str())
+            .map_err(|err| self.control_failed(&format!("PUT {url} {body}"), err))?;
         if response.status() != 200 {
             return Err(format!("PUT {url} {body}: {}", response.status()).into());
         }
@@ -248,7 +249,11 @@ impl DemoUpstream {
     /// Requests its main listener has seen since it started.
     pub fn requests_seen(&self) -> Result<u64> {
         let url = format!("http://{}/stats", self.control);
-        let mut response = self.agent.get(&url).call()?;
+        let mut response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|err| self.control_failed(&format!("GET {url}"), err))?;
         let stats: Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
         stats["requests"]
             .as_u64()
@@ -257,6 +262,22 @@ impl DemoUpstream {
 
     pub fn stderr_tail(&self) -> String {
         self.server.stderr_tail()
+    }
+
+    /// The error of a control call that got no answer, saying whether the
+    /// process is still there.
+    fn control_failed(&self, call: &str, err: ureq::Error) -> Box<dyn std::error::Error> {
+        let state = fs::read_to_string(format!("/proc/{}/stat", self.server.child.id()))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat.rsplit_once(')')?.1.trim_start().to_string();
+                after_name.chars().next()
+            });
+        let process = match state {
+            None | Some('Z') | Some('X') => "the demo upstream has exited",
+            Some(_) => "the demo upstream is still running",
+        };
+        format!("{call}: {err} ({process})").into()
     }
 }
 
