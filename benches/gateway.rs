@@ -57,6 +57,9 @@ const KEYS: usize = 100;
 const ROUTE_TIMEOUT_MS: u64 = 200;
 /// Unmeasured time at the start of each scenario.
 const WARMUP: Duration = Duration::from_millis(500);
+/// Measured milliseconds per scenario in a full run and in a smoke run.
+const DEFAULT_MEASURED_MS: u64 = 5_000;
+const SMOKE_MEASURED_MS: u64 = 300;
 /// Measured rounds in a full run.
 const DEFAULT_ROUNDS: usize = 5;
 /// grace's healthy throughput must reach this share of the upstream alone's.
@@ -78,10 +81,10 @@ struct Settings {
 impl Settings {
     fn read() -> Result<Settings> {
         let bench = BenchEnv::read();
-        let measured_ms = bench.count("GRACE_GATEWAY_MS", 5_000, 300)?;
         let measured_ms = match support::settings::count("GRACE_GATEWAY_SECONDS")? {
             Some(seconds) => seconds * 1_000,
-            None => measured_ms,
+            None if bench.smoke => SMOKE_MEASURED_MS,
+            None => DEFAULT_MEASURED_MS,
         };
         Ok(Settings {
             rounds: bench.rounds(DEFAULT_ROUNDS)?,
