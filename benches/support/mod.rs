@@ -12,7 +12,10 @@
 #![allow(dead_code)]
 
 pub mod floor;
+pub mod http_load;
+pub mod outage_report;
 pub mod run;
+pub mod servers;
 pub mod settings;
 pub mod stream;
 

@@ -1,0 +1,461 @@
+//! Gateway bench: what `grace serve` costs in front of a service, and how
+//! fast it answers when the service is gone.
+//!
+//! Starts `grace demo-upstream`, then loads it over keep-alive connections
+//! with the bench's own load generator (`support::http_load`), in four
+//! scenarios, each round alternating their order:
+//!
+//! - the upstream alone (the baseline);
+//! - grace in front of it, healthy (every request is a call);
+//! - grace with the upstream hung (it accepts and never answers): once the
+//!   breaker opens, every answer is a stale copy;
+//! - grace with the upstream refusing connections: the breaker open, stale
+//!   copies.
+//!
+//! Each grace scenario starts a fresh `grace serve` (so no breaker carries
+//! over), GETs every key once while the upstream is healthy (so every key
+//! has a copy), breaks the upstream, waits for the breaker to open, then
+//! measures. Closed loop: the most each can answer, and p50/p99 latency at
+//! that load. Then, because latency at saturation is mostly queueing, the
+//! upstream alone and healthy grace are also loaded open-loop at a fixed
+//! rate well below saturation, where the p99 grace adds is its own.
+//!
+//! Prints the medians over rounds and the targets: healthy grace at least
+//! 50 % of the upstream alone's throughput, p99 added by grace under 1 ms,
+//! stale answers with the upstream hung at least at the healthy rate. The
+//! verdicts are printed, never asserted; the bench fails only when an
+//! answer is wrong (not 2xx, or not stale where it must be).
+//!
+//! Settings (environment variables): `GRACE_BENCH_ROUNDS` (default 5),
+//! `GRACE_GATEWAY_SECONDS` (measured seconds per scenario, default 5),
+//! `GRACE_GATEWAY_CONNECTIONS` (default 32), `GRACE_GATEWAY_RATE` (requests
+//! per second of the fixed-rate pass, default 2 000).
+//!
+//! Under `cargo test --benches` it runs as a smoke test: one round of
+//! 0.3 s per scenario with 4 connections, checking every answer.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::Result;
+use support::http_load::{
+    self, ClosedLoop, ClosedLoopReport, Connections, Latencies, OpenLoop, ms,
+};
+use support::run::{median, verdict};
+use support::servers::{self, DemoUpstream, Fault, Gateway};
+use support::settings::BenchEnv;
+
+/// Users in the key set (`GET /users/1` ... `/users/100`).
+const KEYS: usize = 100;
+/// grace's route timeout: how long a call to the hung upstream is waited
+/// for before its copy is served.
+const ROUTE_TIMEOUT_MS: u64 = 200;
+/// Unmeasured time at the start of each scenario.
+const WARMUP: Duration = Duration::from_millis(500);
+/// Measured milliseconds per scenario in a full run and in a smoke run.
+const DEFAULT_MEASURED_MS: u64 = 5_000;
+const SMOKE_MEASURED_MS: u64 = 300;
+/// Measured rounds in a full run.
+const DEFAULT_ROUNDS: usize = 5;
+/// grace's healthy throughput must reach this share of the upstream alone's.
+const TARGET_THROUGHPUT_RATIO: f64 = 0.50;
+/// grace may add at most this to the p99 latency (at the fixed rate).
+const TARGET_ADDED_P99: Duration = Duration::from_millis(1);
+/// The header grace names its breaker's state in.
+const CIRCUIT_STATE: &str = "grace-circuit-state";
+
+/// What to run, read from the environment.
+struct Settings {
+    rounds: usize,
+    measured: Duration,
+    connections: usize,
+    fixed_rate: f64,
+    bench: BenchEnv,
+}
+
+impl Settings {
+    fn read() -> Result<Settings> {
+        let bench = BenchEnv::read();
+        let measured_ms = match support::settings::count("GRACE_GATEWAY_SECONDS")? {
+            Some(seconds) => seconds * 1_000,
+            None if bench.smoke => SMOKE_MEASURED_MS,
+            None => DEFAULT_MEASURED_MS,
+        };
+        Ok(Settings {
+            rounds: bench.rounds(DEFAULT_ROUNDS)?,
+            measured: Duration::from_millis(measured_ms.max(100)),
+            connections: bench.count("GRACE_GATEWAY_CONNECTIONS", 32, 4)?.max(1) as usize,
+            fixed_rate: bench.count("GRACE_GATEWAY_RATE", 2_000, 500)?.max(1) as f64,
+            bench,
+        })
+    }
+}
+
+/// The four closed-loop scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    UpstreamAlone,
+    GraceHealthy,
+    GraceUpstreamHung,
+    GraceUpstreamRefused,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 4] = [
+        Scenario::UpstreamAlone,
+        Scenario::GraceHealthy,
+        Scenario::GraceUpstreamHung,
+        Scenario::GraceUpstreamRefused,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::UpstreamAlone => "upstream alone",
+            Scenario::GraceHealthy => "grace, upstream healthy",
+            Scenario::GraceUpstreamHung => "grace, upstream hung (stale)",
+            Scenario::GraceUpstreamRefused => "grace, upstream refused (breaker open)",
+        }
+    }
+
+    /// The fault the upstream shows while measured.
+    fn fault(self) -> Fault {
+        match self {
+            Scenario::UpstreamAlone | Scenario::GraceHealthy => Fault::Healthy,
+            Scenario::GraceUpstreamHung => Fault::Hang,
+            Scenario::GraceUpstreamRefused => Fault::Refuse,
+        }
+    }
+
+    /// Every answer must be a stale copy.
+    fn expects_stale(self) -> bool {
+        self.fault() != Fault::Healthy
+    }
+}
+
+/// grace's configuration: one cached route in front of the upstream.
+fn grace_config(upstream: SocketAddr) -> String {
+    format!(
+        r#"[services.user]
+url = "http://{upstream}"
+timeout_ms = {ROUTE_TIMEOUT_MS}
+
+[[routes]]
+method = "GET"
+path = "/users/{{id}}"
+service = "user"
+fallback = "cache"
+"#
+    )
+}
+
+fn user_paths() -> Arc<Vec<String>> {
+    Arc::new((1..=KEYS).map(|id| format!("/users/{id}")).collect())
+}
+
+/// The bench's world: the upstream, its own directory, a runtime for the
+/// load generator.
+struct Bench {
+    settings: Settings,
+    upstream: DemoUpstream,
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    paths: Arc<Vec<String>>,
+    gateways_started: usize,
+}
+
+impl Bench {
+    /// Starts a fresh grace in front of the upstream and readies it for
+    /// `scenario`: every key fetched once while healthy, then the fault put
+    /// in force and the breaker seen open.
+    fn ready_grace(&mut self, scenario: Scenario) -> Result<Gateway> {
+        self.gateways_started += 1;
+        let name = format!("grace-{}", self.gateways_started);
+        let gateway = Gateway::start(&name, &grace_config(self.upstream.listen), self.dir.path())?;
+        let address = gateway.listen;
+        for path in self.paths.iter() {
+            match self.get(address, path) {
+                Some((200, _)) => {}
+                other => {
+                    return Err(format!(
+                        "priming GET {path} through grace: {other:?}\n{}",
+                        gateway.server.stderr_tail()
+                    )
+                    .into());
+                }
+            }
+        }
+        if scenario.fault() != Fault::Healthy {
+            self.upstream.set(scenario.fault())?;
+            self.wait_for_open_breaker(&gateway)?;
+        }
+        Ok(gateway)
+    }
+
+    /// GETs keys until grace says its breaker is open.
+    fn wait_for_open_breaker(&self, gateway: &Gateway) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for path in self.paths.iter().cycle() {
+            let answer = self.get(gateway.listen, path);
+            if let Some((_, headers)) = &answer
+                && headers
+                    .get(CIRCUIT_STATE)
+                    .is_some_and(|state| state == "open")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "grace's breaker did not open within 10 s; last answer {answer:?}\n{}",
+                    gateway.server.stderr_tail()
+                )
+                .into());
+            }
+        }
+        unreachable!("the key set is not empty")
+    }
+
+    fn get(&self, address: SocketAddr, path: &str) -> Option<(u16, http::HeaderMap)> {
+        self.runtime
+            .block_on(http_load::get_once(address, path, Duration::from_secs(5)))
+    }
+
+    fn closed_loop(&self, address: SocketAddr) -> ClosedLoopReport {
+        let plan = ClosedLoop {
+            connections: self.settings.connections,
+            warmup: WARMUP,
+            measured: self.settings.measured,
+        };
+        self.runtime.block_on(http_load::closed_loop(
+            address,
+            Arc::clone(&self.paths),
+            plan,
+        ))
+    }
+
+    /// Runs `scenario` once.
+    fn run(&mut self, scenario: Scenario) -> Result<ClosedLoopReport> {
+        let report = match scenario {
+            Scenario::UpstreamAlone => self.closed_loop(self.upstream.listen),
+            _ => {
+                let gateway = self.ready_grace(scenario)?;
+                let report = self.closed_loop(gateway.listen);
+                drop(gateway);
+                self.upstream.set(Fault::Healthy)?;
+                report
+            }
+        };
+        check(scenario, &report)?;
+        Ok(report)
+    }
+
+    /// The fixed-rate pass against `address`: latencies of every request.
+    fn fixed_rate(&self, address: SocketAddr) -> Result<Latencies> {
+        let rate = self.settings.fixed_rate;
+        let requests = (rate * (WARMUP + self.settings.measured).as_secs_f64()) as usize;
+        let plan = OpenLoop {
+            start: Instant::now() + Duration::from_millis(20),
+            rate,
+            requests,
+            connections: Connections::KeepAlive,
+            timeout: Duration::from_secs(5),
+        };
+        let paths = Arc::clone(&self.paths);
+        let samples = self
+            .runtime
+            .block_on(http_load::open_loop(address, plan, |i| {
+                paths[i % paths.len()].clone()
+            }));
+        let failed = samples.iter().filter(|s| !s.outcome.is_success()).count();
+        if failed > 0 {
+            return Err(format!("{failed} of {requests} fixed-rate requests failed").into());
+        }
+        Ok(Latencies::new(
+            samples
+                .iter()
+                .filter(|sample| sample.sent >= WARMUP)
+                .map(|sample| sample.latency)
+                .collect(),
+        ))
+    }
+}
+
+/// Fails when an answer is not what the scenario must give.
+fn check(scenario: Scenario, report: &ClosedLoopReport) -> Result<()> {
+    let label = scenario.label();
+    if report.answers == 0 {
+        return Err(format!("{label}: no answer at all").into());
+    }
+    if report.failures > 0 || report.successes != report.answers {
+        return Err(format!(
+            "{label}: {} of {} answers were not 2xx, {} requests got no answer",
+            report.answers - report.successes,
+            report.answers,
+            report.failures
+        )
+        .into());
+    }
+    let stale = report.stale;
+    match scenario.expects_stale() {
+        true if stale != report.answers => Err(format!(
+            "{label}: only {stale} of {} answers were stale copies",
+            report.answers
+        )
+        .into()),
+        false if stale > 0 => Err(format!("{label}: {stale} stale answers").into()),
+        _ => Ok(()),
+    }
+}
+
+/// Medians of one scenario over the rounds.
+struct Figures {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn figures(reports: &[ClosedLoopReport]) -> Figures {
+    let of = |f: &dyn Fn(&ClosedLoopReport) -> f64| median(reports.iter().map(f).collect());
+    Figures {
+        rate: of(&|r| r.rate()),
+        p50: Duration::from_secs_f64(of(&|r| r.latencies.p50().as_secs_f64())),
+        p99: Duration::from_secs_f64(of(&|r| r.latencies.p99().as_secs_f64())),
+    }
+}
+
+fn median_duration(values: impl Iterator<Item = Duration>) -> Duration {
+    Duration::from_secs_f64(median(values.map(|d| d.as_secs_f64()).collect()))
+}
+
+fn main() -> Result<()> {
+    let settings = Settings::read()?;
+    let dir = tempfile::tempdir()?;
+    let upstream = DemoUpstream::start(dir.path())?;
+    println!(
+        "gateway bench{}: {} rounds, {:.1} s per scenario after {:.1} s warm-up, {} keep-alive \
+         connections, {KEYS} keys, route timeout {ROUTE_TIMEOUT_MS} ms; grace {}",
+        settings.bench.smoke_note(),
+        settings.rounds,
+        settings.measured.as_secs_f64(),
+        WARMUP.as_secs_f64(),
+        settings.connections,
+        servers::GRACE,
+    );
+    print_load_average();
+    let mut bench = Bench {
+        settings,
+        upstream,
+        runtime: http_load::runtime()?,
+        dir,
+        paths: user_paths(),
+        gateways_started: 0,
+    };
+    let mut reports: Vec<Vec<ClosedLoopReport>> = vec![Vec::new(); Scenario::ALL.len()];
+    let mut fixed: [Vec<Latencies>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..bench.settings.rounds {
+        // Rotate the order so no scenario always runs first.
+        for step in 0..Scenario::ALL.len() {
+            let index = (round + step) % Scenario::ALL.len();
+            let scenario = Scenario::ALL[index];
+            let report = bench.run(scenario)?;
+            println!(
+                "  round {}: {:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                round + 1,
+                scenario.label(),
+                report.rate(),
+                ms(report.latencies.p50()),
+                ms(report.latencies.p99()),
+            );
+            reports[index].push(report);
+        }
+        let order = support::run::alternating(round);
+        for which in order {
+            let latencies = if which == 0 {
+                bench.fixed_rate(bench.upstream.listen)?
+            } else {
+                let gateway = bench.ready_grace(Scenario::GraceHealthy)?;
+                bench.fixed_rate(gateway.listen)?
+            };
+            fixed[which].push(latencies);
+        }
+    }
+    report(&bench.settings, &reports, &fixed, bench.dir.path());
+    Ok(())
+}
+
+fn print_load_average() {
+    if let Ok(loadavg) = std::fs::read_to_string("/proc/loadavg") {
+        let fields: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+        println!("load average before: {}", fields.join(" "));
+    }
+}
+
+fn report(
+    settings: &Settings,
+    reports: &[Vec<ClosedLoopReport>],
+    fixed: &[Vec<Latencies>; 2],
+    _dir: &Path,
+) {
+    let all: Vec<Figures> = reports.iter().map(|r| figures(r)).collect();
+    let alone = all[0].rate;
+    println!();
+    println!(
+        "closed loop, {} keep-alive connections, medians of {} rounds:",
+        settings.connections, settings.rounds
+    );
+    println!("| scenario | req/s | p50 ms | p99 ms | vs upstream alone |\n|---|---|---|---|---|");
+    for (scenario, figures) in Scenario::ALL.iter().zip(&all) {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} % |",
+            scenario.label(),
+            figures.rate,
+            ms(figures.p50),
+            ms(figures.p99),
+            100.0 * figures.rate / alone,
+        );
+    }
+    let p50 = |which: usize| median_duration(fixed[which].iter().map(Latencies::p50));
+    let p99 = |which: usize| median_duration(fixed[which].iter().map(Latencies::p99));
+    println!();
+    println!(
+        "open loop at {:.0} requests/s (keep-alive), medians of {} rounds:",
+        settings.fixed_rate, settings.rounds
+    );
+    println!("| target | p50 ms | p99 ms |\n|---|---|---|");
+    println!("| upstream alone | {:.3} | {:.3} |", ms(p50(0)), ms(p99(0)));
+    println!(
+        "| grace, upstream healthy | {:.3} | {:.3} |",
+        ms(p50(1)),
+        ms(p99(1))
+    );
+    let added = p99(1).saturating_sub(p99(0));
+    let ratio = all[1].rate / alone;
+    println!();
+    if settings.bench.smoke {
+        println!("smoke run: figures too short to judge the targets; every answer was checked");
+    }
+    println!(
+        "target: healthy grace >= {:.0} % of the upstream alone's throughput: {:.1} % {}",
+        100.0 * TARGET_THROUGHPUT_RATIO,
+        100.0 * ratio,
+        verdict(ratio >= TARGET_THROUGHPUT_RATIO)
+    );
+    println!(
+        "target: p99 added by grace < {:.0} ms (at {:.0} req/s): {:.3} ms {}",
+        ms(TARGET_ADDED_P99),
+        settings.fixed_rate,
+        ms(added),
+        verdict(added < TARGET_ADDED_P99)
+    );
+    println!(
+        "target: stale answers with the upstream hung >= the healthy rate: {:.0} vs {:.0} req/s {}",
+        all[2].rate,
+        all[1].rate,
+        verdict(all[2].rate >= all[1].rate)
+    );
+    print_load_average();
+}
