@@ -421,6 +421,8 @@ fn with_a_token_every_admin_request_needs_it() {
                 "{method} {path} {authorization:?}: {reply:?}"
             );
             assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+            // Its body unread, the connection is not reused.
+            assert_eq!(reply.header("connection"), Some("close"));
         }
     }
     let good = [("authorization", "Bearer s3cret-token")];

@@ -729,6 +729,24 @@ fn a_request_matching_no_route_gets_a_404_problem() {
 }
 
 #[test]
+fn an_answer_given_before_the_body_was_read_closes_the_connection() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream, "");
+    // A body no route reads: the connection closes after the 404 and says
+    // so, or a client reusing it would send into a closed connection.
+    let answer = gateway.post("/nowhere", r#"{"item":1}"#, &[]);
+    assert_problem(&answer, 404);
+    assert_eq!(answer.header("connection"), Some("close"));
+    let answer = gateway.post("/users/1", r#"{"item":1}"#, &[]);
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.header("connection"), Some("close"));
+    // Without a body nothing is left unread: the connection stays open.
+    let answer = gateway.get("/nowhere");
+    assert_problem(&answer, 404);
+    assert_eq!(answer.header("connection"), None);
+}
+
+#[test]
 fn a_parameter_matches_one_segment_and_a_plain_path_matches_exactly() {
     let upstream = DemoUpstream::spawn();
     let gateway = demo_gateway(&upstream, "");

@@ -278,15 +278,19 @@ fn text(content_type: &'static str, body: String) -> Response<Body> {
     exchange::response(StatusCode::OK, headers, Bytes::from(body))
 }
 
+/// A `401`, given before any body the request carries is read (a client
+/// without the token does not get to make grace read its upload), so the
+/// connection closes after it: a client that reused it would find its next
+/// request cut off by the unread bytes.
 fn unauthorized() -> Response<Body> {
     let mut answer = exchange::problem(
         StatusCode::UNAUTHORIZED,
         "admin routes need Authorization: Bearer <token>",
         serde_json::Value::Null,
     );
-    answer
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let headers = answer.headers_mut();
+    headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     answer
 }
 

@@ -90,8 +90,10 @@ impl Public {
         request: Request<IncomingBody>,
     ) -> Result<Response<Body>, Infallible> {
         let path = request.uri().path().to_string();
+        let body_unread = Unread::of(&request);
         if let Some(public_id) = path.strip_prefix(REQUEST_STATUS_PREFIX) {
-            return Ok(self.request_status(request.method(), public_id).await);
+            let answer = self.request_status(request.method(), public_id).await;
+            return Ok(body_unread.close_after(answer));
         }
         let Some(route) = self.router.route(request.method(), &path) else {
             let allowed = self.router.methods_for(&path);
@@ -114,7 +116,7 @@ impl Public {
                 )
             };
             self.metrics.request("none", RequestOutcome::Rejected);
-            return Ok(answer);
+            return Ok(body_unread.close_after(answer));
         };
         let (answer, outcome) = self.forward(route, peer, request).await;
         self.metrics.request(&self.route_names[route], outcome);
@@ -128,6 +130,7 @@ impl Public {
         request: Request<IncomingBody>,
     ) -> (Response<Body>, RequestOutcome) {
         let rejected = |answer| (answer, RequestOutcome::Rejected);
+        let body_unread = Unread::of(&request);
         // A bulkhead, not a queue: beyond the limit, say so at once.
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
             let mut answer = exchange::problem(
@@ -138,7 +141,7 @@ impl Public {
             answer
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return rejected(answer);
+            return rejected(body_unread.close_after(answer));
         };
         let (parts, body) = request.into_parts();
         let declared = parts
@@ -146,15 +149,16 @@ impl Public {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
+        // Never read to its end.
         let too_large = || {
-            exchange::problem(
+            Unread::Body.close_after(exchange::problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!(
                     "the body is larger than {} bytes",
                     self.limits.max_body_bytes
                 ),
                 serde_json::Value::Null,
-            )
+            ))
         };
         if declared.is_some_and(|length| length > self.limits.max_body_bytes as u64) {
             return rejected(too_large());
@@ -166,7 +170,7 @@ impl Public {
             Err(_) => {
                 // A slow body holds a place in flight: give it back, and
                 // end the connection (the rest of the body never came).
-                let mut answer = exchange::problem(
+                let answer = exchange::problem(
                     StatusCode::REQUEST_TIMEOUT,
                     &format!(
                         "the body did not arrive within {} ms",
@@ -174,10 +178,7 @@ impl Public {
                     ),
                     serde_json::Value::Null,
                 );
-                answer
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return rejected(answer);
+                return rejected(Unread::Body.close_after(answer));
             }
         };
         let path_and_query = parts.uri.path_and_query().map_or_else(
@@ -432,5 +433,36 @@ fn describe(cause: &Cause) -> String {
         Cause::ProbesOut => "its circuit breaker is half-open and its probes are out".into(),
         Cause::Failed(failure) => format!("the call {failure}"),
         Cause::FailureStatus(status) => format!("it answered {status}"),
+    }
+}
+
+/// Whether a request's body may still be unread when it is answered.
+#[derive(Clone, Copy)]
+enum Unread {
+    /// Known to be empty: nothing is left on the connection.
+    Nothing,
+    /// Some of it may be waiting, unread.
+    Body,
+}
+
+impl Unread {
+    fn of(request: &Request<IncomingBody>) -> Self {
+        if hyper::body::Body::is_end_stream(request.body()) {
+            Unread::Nothing
+        } else {
+            Unread::Body
+        }
+    }
+
+    /// `answer`, marked to close the connection when a body is left unread
+    /// behind it: hyper closes such a connection anyway, and a client that
+    /// was not told would send its next request into a closed connection.
+    fn close_after(self, mut answer: Response<Body>) -> Response<Body> {
+        if let Unread::Body = self {
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        answer
     }
 }
