@@ -15,17 +15,18 @@
 //! grace's stderr when what it waits for does not come; nothing sleeps to
 //! let something happen that can be polled for.
 
+pub use super::process::Exited;
+use super::process::ServerProcess;
 use super::upstream::{Reply, http_agent};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -111,7 +112,7 @@ impl GatewayBuilder {
     /// Starts it and waits for the line that says where it listens.
     pub fn spawn(&self) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let process = Process::start(self.command(dir.path()));
+        let process = ServerProcess::start("grace serve", self.command(dir.path()));
         let line = process
             .stdout_lines
             .recv_timeout(GATEWAY_TIMEOUT)
@@ -142,7 +143,7 @@ impl GatewayBuilder {
     /// Runs it expecting it to exit on its own (a start-up error).
     pub fn run_to_exit(&self) -> Exited {
         let dir = tempfile::tempdir().expect("tempdir");
-        Process::start(self.command(dir.path())).wait(GATEWAY_TIMEOUT)
+        ServerProcess::start("grace serve", self.command(dir.path())).wait(GATEWAY_TIMEOUT)
     }
 }
 
@@ -152,7 +153,7 @@ pub struct Gateway {
     admin: SocketAddr,
     start_line: String,
     agent: ureq::Agent,
-    process: Process,
+    process: ServerProcess,
     /// Its working directory (configuration file, default data dir).
     dir: TempDir,
 }
@@ -387,97 +388,6 @@ pub fn try_send(
         headers: parts.headers,
         body,
     })
-}
-
-/// A `grace serve` that has exited.
-#[derive(Debug)]
-pub struct Exited {
-    pub status: ExitStatus,
-    /// The stdout lines not yet read (after the start-up line, if any).
-    pub stdout_lines: Vec<String>,
-    pub stderr: String,
-}
-
-/// The child with its output collected by threads.
-struct Process {
-    child: Child,
-    stdout_lines: Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Process {
-    fn start(mut command: Command) -> Process {
-        let mut child = command.spawn().expect("spawn grace serve");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (sender, stdout_lines) = mpsc::channel();
-        let stdout_reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let collected = Arc::clone(&stderr);
-        let stderr_reader = thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            loop {
-                match pipe.read(&mut buffer) {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
-                }
-            }
-        });
-        Process {
-            child,
-            stdout_lines,
-            readers: vec![stdout_reader, stderr_reader],
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
-    fn wait(mut self, timeout: Duration) -> Exited {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "grace serve did not exit within {timeout:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        for reader in self.readers.drain(..) {
-            reader.join().expect("output reader");
-        }
-        Exited {
-            status,
-            stdout_lines: self.stdout_lines.try_iter().collect(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // A test that failed half-way must not leave its gateway running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// A configuration with one service `name` at `url` (extra service

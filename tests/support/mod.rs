@@ -11,6 +11,7 @@
 
 pub mod gateway;
 pub mod node;
+pub mod process;
 pub mod upstream;
 
 use serde::Deserialize;

@@ -7,13 +7,12 @@
 //! fault does what it says. Every wait is bounded: a helper that expects
 //! something panics with the upstream's stderr when it does not come.
 
+pub use super::process::Exited;
+use super::process::ServerProcess;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Longest a test waits for an HTTP answer it expects, the start-up line,
@@ -126,7 +125,7 @@ impl DemoUpstreamBuilder {
 
     /// Starts it and waits for the line that says where it listens.
     pub fn spawn(self) -> DemoUpstream {
-        let process = Process::start(self.command());
+        let process = ServerProcess::start("grace demo-upstream", self.command());
         let line = process
             .stdout_lines
             .recv_timeout(UPSTREAM_TIMEOUT)
@@ -155,7 +154,7 @@ impl DemoUpstreamBuilder {
 
     /// Runs it expecting it to exit on its own (a start-up error).
     pub fn run_to_exit(self) -> Exited {
-        Process::start(self.command()).wait()
+        ServerProcess::start("grace demo-upstream", self.command()).wait(UPSTREAM_TIMEOUT)
     }
 }
 
@@ -165,7 +164,7 @@ pub struct DemoUpstream {
     control: SocketAddr,
     start_line: String,
     agent: ureq::Agent,
-    process: Process,
+    process: ServerProcess,
 }
 
 impl DemoUpstream {
@@ -315,102 +314,6 @@ impl DemoUpstream {
 
     /// Waits for it to exit (after a signal, say).
     pub fn wait(self) -> Exited {
-        self.process.wait()
-    }
-}
-
-/// The child with its output collected by threads.
-struct Process {
-    child: Child,
-    stdout_lines: Receiver<String>,
-    stdout_reader: Option<JoinHandle<()>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    stderr_reader: Option<JoinHandle<()>>,
-}
-
-/// A demo upstream that has exited.
-#[derive(Debug)]
-pub struct Exited {
-    pub status: ExitStatus,
-    /// The stdout lines not yet read (after the start-up line, if any).
-    pub stdout_lines: Vec<String>,
-    pub stderr: String,
-}
-
-impl Process {
-    fn start(mut command: Command) -> Process {
-        let mut child = command.spawn().expect("spawn grace demo-upstream");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (sender, stdout_lines) = mpsc::channel();
-        let stdout_reader = thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr_pipe = child.stderr.take().expect("stderr piped");
-        let collected = Arc::clone(&stderr);
-        let stderr_reader = thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            loop {
-                match stderr_pipe.read(&mut buffer) {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
-                }
-            }
-        });
-        Process {
-            child,
-            stdout_lines,
-            stdout_reader: Some(stdout_reader),
-            stderr,
-            stderr_reader: Some(stderr_reader),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
-    fn wait(mut self) -> Exited {
-        let deadline = Instant::now() + UPSTREAM_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "demo-upstream did not exit within {UPSTREAM_TIMEOUT:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
-            .into_iter()
-            .flatten()
-        {
-            reader.join().expect("output reader");
-        }
-        Exited {
-            status,
-            stdout_lines: self.stdout_lines.try_iter().collect(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // A test that failed half-way must not leave its upstream running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.wait(UPSTREAM_TIMEOUT)
     }
 }
