@@ -333,33 +333,11 @@ impl Engine {
                         Some((incoming.route, route.vary.clone())),
                     )
                 };
-                let call = HttpCall {
-                    method: incoming.method,
-                    path_and_query: incoming.path_and_query,
-                    headers,
-                    body: incoming.body,
-                    keep,
-                };
-                let waiter = Waiter::Client {
-                    reply: incoming.reply,
-                    service,
-                    write: None,
-                };
+                let (waiter, call) = passed_on(incoming, service, headers, keep);
                 self.core.read(waiter, service, &key, || call, sharing, now);
             }
             Fallback::None => {
-                let call = HttpCall {
-                    method: incoming.method,
-                    path_and_query: incoming.path_and_query,
-                    headers,
-                    body: incoming.body,
-                    keep: None,
-                };
-                let waiter = Waiter::Client {
-                    reply: incoming.reply,
-                    service,
-                    write: None,
-                };
+                let (waiter, call) = passed_on(incoming, service, headers, None);
                 self.core.send(waiter, service, call, now);
             }
             Fallback::Queue => self.write(incoming, headers, now),
@@ -646,4 +624,27 @@ impl LatencyWindow {
 /// Reads the stored request of a queued write back (for deliveries).
 pub fn stored_request(payload: &[u8]) -> Result<StoredRequest, String> {
     StoredRequest::from_json(payload)
+}
+
+/// A read or plain call that passes `incoming` on to `service` with the
+/// forwarded `headers`: the client waiting for it, and the call.
+fn passed_on(
+    incoming: Incoming,
+    service: ServiceId,
+    headers: HeaderMap,
+    keep: Option<(usize, Vec<HeaderName>)>,
+) -> (Waiter, HttpCall) {
+    let waiter = Waiter::Client {
+        reply: incoming.reply,
+        service,
+        write: None,
+    };
+    let call = HttpCall {
+        method: incoming.method,
+        path_and_query: incoming.path_and_query,
+        headers,
+        body: incoming.body,
+        keep,
+    };
+    (waiter, call)
 }
