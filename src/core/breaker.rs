@@ -110,6 +110,20 @@ impl Default for BreakerConfig {
     }
 }
 
+/// What both front doors' status reports show of a breaker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerSnapshot {
+    pub state: BreakerState,
+    /// Failures in a row counted towards the threshold (0 unless `closed`).
+    pub consecutive_failures: u32,
+    /// The open wait that applies now (doubled by failed probes).
+    pub open_timeout_ms: u64,
+    /// Time until an open breaker lets a probe through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open_in_ms: Option<u64>,
+    pub times_opened: u64,
+}
+
 /// The three states, as named on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -528,6 +542,19 @@ impl CircuitBreaker {
     /// How many times this breaker has opened.
     pub fn times_opened(&self) -> u64 {
         self.times_opened
+    }
+
+    /// The breaker as an operator sees it at `now`.
+    pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+        BreakerSnapshot {
+            state: self.state(),
+            consecutive_failures: self.consecutive_failures(),
+            open_timeout_ms: self.current_open_timeout().as_millis() as u64,
+            half_open_in_ms: self
+                .reopens_at()
+                .map(|at| at.saturating_duration_since(now).as_millis() as u64),
+            times_opened: self.times_opened,
+        }
     }
 
     /// Probes out and not yet answered (0 unless `half_open`).

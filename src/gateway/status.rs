@@ -3,7 +3,7 @@
 
 use super::metrics::Metrics;
 use crate::core::Core;
-use crate::core::breaker::BreakerState;
+use crate::core::breaker::{BreakerSnapshot, BreakerState};
 use crate::core::load_mode::Mode;
 use crate::core::queue::{PendingItem, QUEUE_LISTING_LIMIT};
 use serde::Serialize;
@@ -41,13 +41,8 @@ pub struct StatusView {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
     pub name: String,
-    pub state: BreakerState,
-    pub consecutive_failures: u32,
-    /// The open wait that applies now (doubled by failed probes).
-    pub open_timeout_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub half_open_in_ms: Option<u64>,
-    pub times_opened: u64,
+    #[serde(flatten)]
+    pub breaker: BreakerSnapshot,
     pub calls: u64,
     pub failures: u64,
     pub timeouts: u64,
@@ -111,13 +106,7 @@ pub fn view<W, P>(
             let ms = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
             ServiceView {
                 name: spec.name.clone(),
-                state: breaker.state(),
-                consecutive_failures: breaker.consecutive_failures(),
-                open_timeout_ms: breaker.current_open_timeout().as_millis() as u64,
-                half_open_in_ms: breaker
-                    .reopens_at()
-                    .map(|at| at.saturating_duration_since(now).as_millis() as u64),
-                times_opened: breaker.times_opened(),
+                breaker: breaker.snapshot(now),
                 calls: stats.calls,
                 failures: stats.failures,
                 timeouts: stats.timeouts,

@@ -4,7 +4,7 @@
 use super::Ctx;
 use crate::core::Core;
 use crate::core::ServiceId;
-use crate::core::breaker::BreakerState;
+use crate::core::breaker::BreakerSnapshot;
 use crate::core::load_mode::Mode;
 use crate::core::queue::journal::UnjournaledOrders;
 use crate::demo::in_process::DemoCall;
@@ -36,14 +36,8 @@ struct Circuits {
 
 #[derive(Serialize)]
 struct CircuitStatus {
-    state: BreakerState,
-    consecutive_failures: u32,
-    /// The open wait that applies now (doubled by failed probes).
-    open_timeout_ms: u64,
-    /// Time until an open breaker lets a probe through.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    half_open_in_ms: Option<u64>,
-    times_opened: u64,
+    #[serde(flatten)]
+    breaker: BreakerSnapshot,
     /// Calls that reached the service, failed or not.
     calls: u64,
 }
@@ -81,18 +75,9 @@ pub fn handle(ctx: &mut Ctx<'_>) {
 }
 
 fn status<'a>(core: &'a Core<Waiter, DemoCall>, node: &NodeState, now: Instant) -> Status<'a> {
-    let circuit = |service: ServiceId| {
-        let breaker = core.breaker(service);
-        CircuitStatus {
-            state: breaker.state(),
-            consecutive_failures: breaker.consecutive_failures(),
-            open_timeout_ms: breaker.current_open_timeout().as_millis() as u64,
-            half_open_in_ms: breaker
-                .reopens_at()
-                .map(|at| at.saturating_duration_since(now).as_millis() as u64),
-            times_opened: breaker.times_opened(),
-            calls: core.stats(service).calls,
-        }
+    let circuit = |service: ServiceId| CircuitStatus {
+        breaker: core.breaker(service).snapshot(now),
+        calls: core.stats(service).calls,
     };
     let services = node.services;
     let shedder = core.shedder();
