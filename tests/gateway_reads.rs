@@ -705,6 +705,42 @@ fn a_conditional_request_in_flight_is_not_shared_with_a_plain_one() {
     assert_eq!(conditional.join().unwrap().status, 304);
 }
 
+#[test]
+fn a_call_outlives_the_client_that_caused_it_for_the_requests_sharing_it() {
+    // The call of a fresh read is made in its client's task; when that
+    // client goes away, a request coalesced onto the call still gets its
+    // answer when the call ends, not a 503 at the deadline.
+    let upstream = ScriptedUpstream::start(|_| {
+        std::thread::sleep(Duration::from_millis(600));
+        canned(200, &[], "full")
+    });
+    let gateway = things_gateway(&upstream, "timeout_ms = 5000", "cache");
+    let mut leaving = RawConnection::open(gateway.listen_addr());
+    leaving
+        .write(b"GET /things/1 HTTP/1.1\r\nhost: grace\r\n\r\n")
+        .unwrap();
+    upstream.wait_for_requests(1);
+    let sharing = {
+        let url = gateway.url("/things/1");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let reply =
+                support::gateway::send(&support::upstream::http_agent(), "GET", &url, &[], None);
+            (reply, started.elapsed())
+        })
+    };
+    // The second request has joined the call; the first client leaves.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(leaving);
+    let (reply, took) = sharing.join().unwrap();
+    assert_fresh(&reply, "full");
+    assert!(
+        took < Duration::from_secs(3),
+        "answered after {took:?}, not when the shared call ended"
+    );
+    assert_eq!(upstream.requests().len(), 1, "one call for both requests");
+}
+
 // ---------------------------------------------------------------------------
 // Routes
 

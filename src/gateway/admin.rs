@@ -10,6 +10,7 @@
 
 use super::dashboard::Dashboard;
 use super::dashboard::events::EventStream;
+use super::driver::Driver;
 use super::engine::{AdminRequest, Event};
 use super::exchange::{self, Body};
 use super::metrics::Metrics;
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// The body of an admin answer: whole, or the dashboard's event stream.
 pub type AdminBody = Either<Body, EventStream>;
@@ -31,7 +32,7 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// What the admin listener's tasks share.
 pub struct Admin {
-    events: mpsc::Sender<Event>,
+    driver: Arc<Driver>,
     metrics: Arc<Metrics>,
     token: Option<String>,
     dashboard: Dashboard,
@@ -55,13 +56,13 @@ struct SetFeature {
 impl Admin {
     /// `stop` turning true ends the dashboard's event streams.
     pub fn new(
-        events: mpsc::Sender<Event>,
+        driver: Arc<Driver>,
         metrics: Arc<Metrics>,
         token: Option<String>,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Admin {
-            events,
+            driver,
             metrics,
             token,
             dashboard: Dashboard::new(stop),
@@ -190,7 +191,7 @@ impl Admin {
 
     async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> AdminRequest) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        self.events.send(Event::Admin(request(reply))).await.ok()?;
+        self.driver.send(Event::Admin(request(reply))).ok()?;
         answer.await.ok()
     }
 

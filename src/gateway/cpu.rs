@@ -3,9 +3,10 @@
 //! Every sample is the share of time the CPUs were busy since the one
 //! before; the engine applies it with the hysteresis of the load modes.
 
+use super::driver::Driver;
 use super::engine::Event;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The CPU counters of `/proc/stat`'s first line: busy and total ticks.
 fn read_ticks() -> Option<(u64, u64)> {
@@ -30,7 +31,7 @@ fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
 }
 
 /// Sends a sample every `every` until the engine is gone.
-pub async fn sample(every: Duration, events: mpsc::Sender<Event>) {
+pub async fn sample(every: Duration, driver: Arc<Driver>) {
     let Some(mut before) = read_ticks() else {
         tracing::warn!(
             "cannot read /proc/stat: auto mode follows only the cpu_usage sent to PUT /mode"
@@ -43,7 +44,7 @@ pub async fn sample(every: Duration, events: mpsc::Sender<Event>) {
         interval.tick().await;
         let Some(after) = read_ticks() else { continue };
         if let Some(percent) = busy_percent(before, after)
-            && events.send(Event::CpuSample(percent)).await.is_err()
+            && driver.send(Event::CpuSample(percent)).is_err()
         {
             return;
         }

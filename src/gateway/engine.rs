@@ -1,25 +1,27 @@
-//! The gateway's driver of the core: one task owns the [`Core`], and
-//! everything that touches it is an event on its channel.
+//! The gateway's driver of the core: every change to the gateway's state
+//! is an [`Event`] handled by the [`Engine`], one at a time.
 //!
-//! Connection tasks send a request and wait for its [`Answer`]; the
-//! calls the core emits are made by the [`Upstreams`] (over HTTP in tasks
-//! of their own, or in-process for the demo services), whose results come
-//! back as events with the time they ended; the engine sleeps until
-//! [`Core::poll_timeout`] when nothing arrives. Answers that promise
-//! something about the queue (a `202`, a repeat of a queued write) go out
-//! only after the journal rows of their batch are committed, on the
-//! journal's own thread ([`super::commits`]); the rest go out at once.
+//! The engine does no I/O and never waits. A step ([`Engine::step`]) takes
+//! an event (a client's request, a call's completion, a timeout, an
+//! operator's request) and the time, and leaves the answers it can give in
+//! the waiters' channels and the HTTP calls to make in its result; the
+//! calls the demo services answer in-process are completed inside the step.
+//! [`super::driver`] runs the steps where the events happen and makes the
+//! calls. Answers that promise something about the queue (a `202`, a repeat
+//! of a queued write) go out only after the journal rows of their step are
+//! committed, on the journal's own thread ([`super::commits`]); the rest go
+//! out at once.
 //!
-//! The engine is the only place where the gateway's state changes, so
-//! there are no locks around the core, and what the admin listener shows
-//! is a consistent snapshot.
+//! The engine is the only place where the gateway's state changes, and it
+//! handles one event at a time, so what the admin listener shows is a
+//! consistent snapshot.
 
 use super::commits::{CommitJob, Commits};
 use super::config::{Fallback, GatewayConfig};
 use super::exchange::{self, StoredRequest};
 use super::metrics::Metrics;
 use super::status::{self, StatusView};
-use super::upstream::{HttpCall, Upstreams};
+use super::upstream::{HttpCall, HttpJob, Started, Upstreams};
 use crate::core::breaker::BreakerState;
 use crate::core::load_mode::{FeatureId, Mode};
 use crate::core::queue::journal::JournalInfo;
@@ -34,12 +36,7 @@ use http::{HeaderMap, Method};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
-
-/// Events waiting for the engine before senders wait in turn.
-pub const EVENT_QUEUE: usize = 4096;
-/// Events handled before the engine makes calls and sends answers.
-const EVENTS_PER_BATCH: usize = 256;
+use tokio::sync::oneshot;
 
 /// A client's request, as the engine needs it.
 #[derive(Debug)]
@@ -122,6 +119,8 @@ pub enum Event {
     Admin(AdminRequest),
     /// The machine's CPU use, in percent, over the last sample.
     CpuSample(f64),
+    /// The deadline [`Engine::arm_timer`] gave has come.
+    Timeout,
 }
 
 /// Who waits for a core outcome.
@@ -156,8 +155,18 @@ pub struct Engine {
     /// switches nothing off until the operator asks for it).
     auto_mode: bool,
     metrics: std::sync::Arc<Metrics>,
-    events: mpsc::Sender<Event>,
     started: Instant,
+    /// The deadline the timer sleeps until (see [`Engine::arm_timer`]).
+    armed: Option<Instant>,
+}
+
+/// What a step leaves to do.
+#[derive(Default)]
+pub struct Step {
+    /// HTTP calls to make; their ends come back as events.
+    pub calls: Vec<HttpJob>,
+    /// The next deadline is now earlier than the one the timer sleeps until.
+    pub wake_timer: bool,
 }
 
 impl Engine {
@@ -167,7 +176,6 @@ impl Engine {
         core_config: CoreConfig,
         upstreams: Upstreams,
         metrics: std::sync::Arc<Metrics>,
-        events: mpsc::Sender<Event>,
     ) -> Self {
         let mut core: Core<Waiter, HttpCall> = Core::new(core_config);
         // The metrics count every transition.
@@ -196,8 +204,8 @@ impl Engine {
             commits: None,
             auto_mode: false,
             metrics,
-            events,
             started: Instant::now(),
+            armed: None,
         }
     }
 
@@ -225,38 +233,35 @@ impl Engine {
         self.commits = commits;
     }
 
-    /// Runs until `stop` (or until every sender of events is gone), then
-    /// commits what is left and closes the journal. Calls still in flight
-    /// then are abandoned: a delivery cut so is made again after a restart,
-    /// under the same idempotency key.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
-        let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
-        loop {
-            let deadline = self.core.poll_timeout();
-            let received = tokio::select! {
-                biased;
-                _ = stop.wait_for(|stop| *stop) => break,
-                count = events.recv_many(&mut batch, EVENTS_PER_BATCH) => Some(count),
-                () = sleep_until_deadline(deadline) => None,
-            };
-            let now = Instant::now();
-            match received {
-                Some(0) => break,
-                Some(_) => {
-                    for event in batch.drain(..) {
-                        self.handle(event, now);
-                    }
-                }
-                None => self.core.handle_timeout(now),
-            }
-            self.settle(now);
-        }
-        // Nothing new starts now; what the core still holds is committed.
+    /// Handles `event` at `now`: the answers it settles are sent (or
+    /// handed to the journal's thread), the calls it starts are returned.
+    pub fn step(&mut self, event: Event, now: Instant) -> Step {
+        self.handle(event, now);
+        let calls = self.settle(now);
+        let next = self.core.poll_timeout();
+        let wake_timer = match (next, self.armed) {
+            (Some(next), Some(armed)) => next < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        Step { calls, wake_timer }
+    }
+
+    /// The deadline the timer is to sleep until (none: until woken), now
+    /// remembered so that a step bringing it forward wakes the timer.
+    pub fn arm_timer(&mut self) -> Option<Instant> {
+        self.armed = self.core.poll_timeout();
+        self.armed
+    }
+
+    /// Commits what the core still holds and gives the journal's thread
+    /// back, to be closed; nothing is handled after this. Calls still in
+    /// flight are abandoned: a delivery cut so is made again after a
+    /// restart, under the same idempotency key.
+    pub fn finish(mut self) -> Option<Commits> {
         let rows = self.core.take_journal_writes();
         self.commit_then_send(rows, Vec::new());
-        if let Some(commits) = self.commits.take() {
-            let _ = tokio::task::spawn_blocking(move || commits.close()).await;
-        }
+        self.commits.take()
     }
 
     fn handle(&mut self, event: Event, now: Instant) {
@@ -292,6 +297,7 @@ impl Engine {
                     self.follow_cpu(cpu);
                 }
             }
+            Event::Timeout => self.core.handle_timeout(now),
         }
     }
 
@@ -480,19 +486,24 @@ impl Engine {
         status::view(&self.core, self.auto_mode, &self.metrics, now, self.started)
     }
 
-    /// Makes the calls the core emitted and sends the answers it has.
-    fn settle(&mut self, now: Instant) {
+    /// Starts the calls the core emitted and sends the answers it has;
+    /// returns the HTTP calls to make.
+    fn settle(&mut self, now: Instant) -> Vec<HttpJob> {
+        let mut jobs = Vec::new();
         loop {
             let mut progressed = false;
             while let Some(call) = self.core.poll_call() {
                 progressed = true;
                 let started = Instant::now();
-                if let Some(result) = self.upstreams.start(call.service, &call, &self.events) {
-                    // Answered in-process, at once; counted like any call.
-                    let service = self.core.services().name(call.service);
-                    self.metrics
-                        .upstream_call(service, &result, started.elapsed());
-                    self.core.complete(call.id, result, now);
+                match self.upstreams.start(call.service, &call) {
+                    Started::Http(job) => jobs.push(job),
+                    Started::Answered(result) => {
+                        // Answered in-process, at once; counted like any call.
+                        let service = self.core.services().name(call.service);
+                        self.metrics
+                            .upstream_call(service, &result, started.elapsed());
+                        self.core.complete(call.id, result, now);
+                    }
                 }
             }
             let mut held = Vec::new();
@@ -507,6 +518,7 @@ impl Engine {
             }
         }
         self.metrics.observe_core(&mut self.core);
+        jobs
     }
 
     fn answer(
@@ -581,14 +593,6 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_deadline(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
     }
 }
 

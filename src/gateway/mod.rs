@@ -7,7 +7,8 @@
 //! - [`config`], [`routes`], [`cli`]: what to stand in front of, and how;
 //! - [`exchange`]: the HTTP rules (headers, cache keys, answers), as plain
 //!   functions;
-//! - [`engine`]: the one task that owns the core, fed by events;
+//! - [`engine`]: the core's driver, one event at a time; [`driver`]: runs
+//!   its steps in the tasks where the events happen;
 //! - [`upstream`]: makes the core's calls (HTTP, or the demo in-process);
 //! - [`commits`]: the journal's thread (a `202` waits for its commit);
 //! - [`server`]: the public listener and its limits; [`admin`]: the admin
@@ -26,6 +27,7 @@ pub mod commits;
 pub mod config;
 pub mod cpu;
 pub mod dashboard;
+pub mod driver;
 pub mod engine;
 pub mod exchange;
 pub mod metrics;
@@ -40,7 +42,8 @@ use crate::demo::DemoData;
 use cli::ServeArgs;
 use commits::Commits;
 use config::{GatewayConfig, Upstream};
-use engine::{EVENT_QUEUE, Engine};
+use driver::Driver;
+use engine::Engine;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -55,7 +58,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use upstream::{Target, Upstreams};
 
@@ -140,7 +143,6 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         .journal
         .map(|journal| Commits::start(journal, failed_tx));
     let metrics = Arc::new(Metrics::new());
-    let (events, receiver) = mpsc::channel(EVENT_QUEUE);
     let targets = config
         .services
         .iter()
@@ -167,14 +169,14 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         core_config,
         Upstreams::new(targets, DemoData::builtin()),
         Arc::clone(&metrics),
-        events.clone(),
     );
     engine.recover(opened.info, opened.recovered, commits);
-    let (stop_engine, engine_stop) = watch::channel(false);
-    let engine = tokio::spawn(engine.run(receiver, engine_stop));
+    let driver = Driver::new(engine);
+    let (stop_timer, timer_stop) = watch::channel(false);
+    let timer = tokio::spawn(Arc::clone(&driver).keep_time(timer_stop));
     let sampler = tokio::spawn(cpu::sample(
         Duration::from_millis(args.cpu_sample_ms),
-        events.clone(),
+        Arc::clone(&driver),
     ));
     let limits = Limits {
         header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
@@ -185,18 +187,17 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     };
     let public = Arc::new(Public::new(
         &config,
-        events.clone(),
+        Arc::clone(&driver),
         Arc::clone(&metrics),
         limits,
     ));
     let (stop_tx, stop) = watch::channel(false);
     let admin = Arc::new(admin::Admin::new(
-        events.clone(),
+        Arc::clone(&driver),
         Arc::clone(&metrics),
         args.admin_token.clone(),
         stop.clone(),
     ));
-    drop(events);
     let public_connections = tokio::spawn(accept(
         public_listener,
         limits,
@@ -239,8 +240,9 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     let _ = sampler.await;
     // Every request is answered (or the grace period is over): the engine
     // commits what is left and closes the journal.
-    let _ = stop_engine.send(true);
-    if tokio::time::timeout(JOURNAL_CLOSE_TIMEOUT, engine)
+    let _ = stop_timer.send(true);
+    let _ = timer.await;
+    if tokio::time::timeout(JOURNAL_CLOSE_TIMEOUT, driver.finish())
         .await
         .is_err()
     {

@@ -10,6 +10,7 @@
 //! queues up in memory). The admin routes are not served here, ever.
 
 use super::config::{GatewayConfig, RouteConfig};
+use super::driver::Driver;
 use super::engine::{AdminRequest, Answer, Event, Incoming};
 use super::exchange::{self, Body};
 use super::metrics::{Metrics, RequestOutcome};
@@ -24,7 +25,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 /// Where request status is asked for, on the public listener.
 const REQUEST_STATUS_PREFIX: &str = "/grace/requests/";
@@ -46,7 +47,7 @@ pub struct Public {
     /// Each route as the metrics name it: `GET /users/{id}`.
     route_names: Vec<String>,
     router: Router,
-    events: mpsc::Sender<Event>,
+    driver: Arc<Driver>,
     metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
     limits: Limits,
@@ -55,7 +56,7 @@ pub struct Public {
 impl Public {
     pub fn new(
         config: &GatewayConfig,
-        events: mpsc::Sender<Event>,
+        driver: Arc<Driver>,
         metrics: Arc<Metrics>,
         limits: Limits,
     ) -> Self {
@@ -72,7 +73,7 @@ impl Public {
                 .map(|route| format!("{} {}", route.method, route.path))
                 .collect(),
             routes: config.routes.clone(),
-            events,
+            driver,
             metrics,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
@@ -185,28 +186,20 @@ impl Public {
             || parts.uri.path().to_string(),
             |pq| pq.as_str().to_string(),
         );
-        let (reply, answer) = oneshot::channel();
-        let incoming = Incoming {
-            route,
-            method: parts.method,
-            path_and_query,
-            headers: parts.headers,
-            body,
-            client: peer.ip(),
-            reply,
-        };
-        if self
-            .events
-            .send(Event::Request(Box::new(incoming)))
-            .await
-            .is_err()
-        {
-            return (stopped("grace is stopping"), RequestOutcome::Unavailable);
-        }
-        match answer.await {
-            Ok(answer) => respond(&self.routes[route], answer),
-            Err(_) => (stopped("grace is stopping"), RequestOutcome::Unavailable),
-        }
+        let client = peer.ip();
+        let answer = self
+            .driver
+            .request(|reply| Incoming {
+                route,
+                method: parts.method,
+                path_and_query,
+                headers: parts.headers,
+                body,
+                client,
+                reply,
+            })
+            .await;
+        respond(&self.routes[route], answer)
     }
 
     /// `GET /grace/requests/{id}`: where a queued write stands.
@@ -223,7 +216,7 @@ impl Public {
             public_id: public_id.to_string(),
             reply,
         };
-        if self.events.send(Event::Admin(asked)).await.is_err() {
+        if self.driver.send(Event::Admin(asked)).is_err() {
             return stopped("grace is stopping");
         }
         match snapshot.await {

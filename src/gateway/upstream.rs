@@ -1,16 +1,19 @@
 //! The gateway's executor of the core's calls: HTTP to real services, or
 //! the built-in demo services in-process.
 //!
-//! An HTTP call runs in a task of its own on a pooled keep-alive client; it
-//! ends by its deadline whatever the upstream does (a hung service costs a
-//! task until then, never a client more than its route's timeout), and its
-//! result goes back to the engine as an event with how long it took. The
+//! An HTTP call is a job made on a pooled keep-alive client, in the task of
+//! the client it passes on or in a task of its own; it ends by its deadline
+//! whatever the upstream does (a hung service costs a task until then,
+//! never a client more than its route's timeout), and its result goes back
+//! to the engine as an event with how long it took. The
 //! answer's hop-by-hop headers are dropped here, and whether it may be kept
 //! as a fallback copy is decided here, where its headers are at hand.
 
 use super::engine::Event;
 use super::exchange::{self, StoredRequest};
-use crate::core::{Call, CallFailure, CallRequest, CallResult, Response, ServiceId, Storage};
+use crate::core::{
+    Call, CallFailure, CallId, CallRequest, CallResult, Response, ServiceId, Storage,
+};
 use crate::demo::DemoData;
 use crate::demo::upstream::api::{self, Endpoint, OrderDesk};
 use bytes::Bytes;
@@ -22,7 +25,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Longest upstream answer body read; a longer one is a failed call.
 pub const MAX_UPSTREAM_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -80,51 +82,95 @@ impl Upstreams {
         }
     }
 
-    /// Makes `call`. An in-process answer is returned at once; an HTTP
-    /// call's result comes back on `events`.
-    pub fn start(
-        &self,
-        service: ServiceId,
-        call: &Call<HttpCall>,
-        events: &mpsc::Sender<Event>,
-    ) -> Option<CallResult> {
+    /// Starts `call`: an in-process answer is there at once; an HTTP call
+    /// is a job for whoever runs it ([`HttpJob::run`]).
+    pub fn start(&self, service: ServiceId, call: &Call<HttpCall>) -> Started {
         let request = match outgoing(call) {
             Ok(request) => request,
-            Err(reason) => return Some(CallResult::Failed(CallFailure::Broken(reason))),
+            Err(reason) => {
+                return Started::Answered(CallResult::Failed(CallFailure::Broken(reason)));
+            }
         };
         match &self.targets[service.index()] {
-            Target::Demo => Some(self.demo.answer(request)),
-            Target::Http(base) => {
-                let client = self.client.clone();
-                let base = base.clone();
-                let events = events.clone();
-                let (id, deadline) = (call.id, call.deadline);
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    let sent =
-                        tokio::time::timeout_at(deadline.into(), send(&client, &base, request))
-                            .await;
-                    let took = started.elapsed();
-                    let event = match sent {
-                        Ok(Sent { result, learned }) => {
-                            if let Some((route, names)) = learned {
-                                let _ = events.send(Event::LearnVary { route, names }).await;
-                            }
-                            Event::Completed {
-                                id,
-                                result,
-                                service,
-                                took,
-                            }
-                        }
-                        // The core fails the call at the same deadline on
-                        // its own: this is no result, only a count.
-                        Err(_) => Event::TimedOut { service, took },
-                    };
-                    let _ = events.send(event).await;
-                });
-                None
-            }
+            Target::Demo => Started::Answered(self.demo.answer(request)),
+            Target::Http(base) => Started::Http(HttpJob {
+                client: self.client.clone(),
+                base: base.clone(),
+                request,
+                id: call.id,
+                service,
+                deadline: call.deadline,
+                for_its_client: matches!(call.request, CallRequest::Send(_)),
+            }),
+        }
+    }
+}
+
+/// What starting a call gave.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per call and moved once, into the step's calls"
+)]
+pub enum Started {
+    /// Answered in-process, at once.
+    Answered(CallResult),
+    /// To be made over HTTP.
+    Http(HttpJob),
+}
+
+/// An HTTP call ready to be made.
+pub struct HttpJob {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: Uri,
+    request: Outgoing,
+    id: CallId,
+    service: ServiceId,
+    deadline: Instant,
+    /// The call passes a client's request on (a queue's delivery does not).
+    for_its_client: bool,
+}
+
+/// How an HTTP call ended: the events it gives the engine.
+pub struct Finished {
+    /// An answer of a route varied on headers its cache key did not hold.
+    pub learned: Option<Event>,
+    /// The call's completion, or its timeout.
+    pub ended: Event,
+}
+
+impl HttpJob {
+    /// Whether this call passes a client's request on, so that the client's
+    /// own task can make it.
+    pub fn is_for_its_client(&self) -> bool {
+        self.for_its_client
+    }
+
+    /// Makes the call, ending by its deadline whatever the upstream does.
+    pub async fn run(self) -> Finished {
+        let started = Instant::now();
+        let sent = tokio::time::timeout_at(
+            self.deadline.into(),
+            send(&self.client, &self.base, self.request),
+        )
+        .await;
+        let took = started.elapsed();
+        let service = self.service;
+        match sent {
+            Ok(Sent { result, learned }) => Finished {
+                learned: learned.map(|(route, names)| Event::LearnVary { route, names }),
+                ended: Event::Completed {
+                    id: self.id,
+                    result,
+                    service,
+                    took,
+                },
+            },
+            // The core fails the call at the same deadline on its own: this
+            // is no result, only a count.
+            Err(_) => Finished {
+                learned: None,
+                ended: Event::TimedOut { service, took },
+            },
         }
     }
 }
