@@ -11,7 +11,7 @@
 use super::dashboard::Dashboard;
 use super::dashboard::events::EventStream;
 use super::driver::Driver;
-use super::engine::{AdminRequest, Event};
+use super::engine::{AdminRequest, Engine, Event};
 use super::exchange::{self, Body};
 use super::metrics::Metrics;
 use super::status::StatusView;
@@ -111,7 +111,10 @@ impl Admin {
             (&Method::POST, "/queue/process") => self.process_queue().await,
             (&Method::GET, "/metrics") => text(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.encode(),
+                {
+                    let _ = self.driver.inspect(Engine::observe_gauges);
+                    self.metrics.encode()
+                },
             ),
             (
                 _,

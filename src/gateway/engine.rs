@@ -273,14 +273,12 @@ impl Engine {
                 service,
                 took,
             } => {
-                self.metrics
-                    .upstream_call(self.core.services().name(service), &result, took);
+                self.metrics.upstream_call(service, &result, took);
                 self.core.complete(id, result, now);
             }
             Event::TimedOut { service, took } => {
                 let timed_out = CallResult::Failed(CallFailure::TimedOut);
-                self.metrics
-                    .upstream_call(self.core.services().name(service), &timed_out, took);
+                self.metrics.upstream_call(service, &timed_out, took);
             }
             Event::LearnVary { route, names } => {
                 let vary = &mut self.routes[route].vary;
@@ -482,6 +480,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Brings the metrics' gauges up to date (before they are shown).
+    pub fn observe_gauges(&mut self) {
+        self.metrics.observe_gauges(&self.core);
+    }
+
     fn status(&self, now: Instant) -> StatusView {
         status::view(&self.core, self.auto_mode, &self.metrics, now, self.started)
     }
@@ -499,9 +502,8 @@ impl Engine {
                     Started::Http(job) => jobs.push(job),
                     Started::Answered(result) => {
                         // Answered in-process, at once; counted like any call.
-                        let service = self.core.services().name(call.service);
                         self.metrics
-                            .upstream_call(service, &result, started.elapsed());
+                            .upstream_call(call.service, &result, started.elapsed());
                         self.core.complete(call.id, result, now);
                     }
                 }
@@ -517,7 +519,7 @@ impl Engine {
                 break;
             }
         }
-        self.metrics.observe_core(&mut self.core);
+        self.metrics.count_transitions(&mut self.core);
         jobs
     }
 

@@ -5,19 +5,20 @@
 //!
 //! Counters are updated where things happen (a connection task counts its
 //! request's outcome, a call's result is counted when it reaches the
-//! engine); gauges are read off the core after each batch of events.
+//! engine), through handles made at start for every route, service and
+//! outcome, so counting is an atomic add; gauges are read off the core
+//! when they are asked for.
 
 use super::engine::LatencyWindow;
 use crate::core::breaker::BreakerState;
 use crate::core::load_mode::Mode;
-use crate::core::{CallFailure, CallResult, Core};
+use crate::core::{CallFailure, CallResult, Core, ServiceId};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,6 +62,22 @@ impl RequestOutcome {
     }
 }
 
+/// How a call ended, as the metrics name it.
+const CALL_RESULTS: [&str; 5] = ["answered", "server_error", "refused", "timed_out", "broken"];
+
+fn call_result_index(result: &CallResult) -> usize {
+    match result {
+        CallResult::Answered(response) if response.status < 500 => 0,
+        CallResult::Answered(_) => 1,
+        CallResult::Failed(CallFailure::Refused) => 2,
+        CallResult::Failed(CallFailure::TimedOut) => 3,
+        CallResult::Failed(CallFailure::Broken(_)) => 4,
+    }
+}
+
+/// The route a request matched no route is counted under.
+pub const NO_ROUTE: &str = "none";
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
@@ -87,32 +104,32 @@ struct TransitionLabels {
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    /// By route (the last: requests matching none), then outcome.
+    requests: Vec<[Counter; RequestOutcome::ALL.len()]>,
     /// The same, summed over routes, for the status page.
-    outcomes: [AtomicU64; 6],
-    calls: Family<CallLabels, Counter>,
-    latency: Family<ServiceLabels, Histogram>,
-    breaker_state: Family<ServiceLabels, Gauge>,
+    outcomes: [AtomicU64; RequestOutcome::ALL.len()],
+    /// By service, then [`CALL_RESULTS`].
+    calls: Vec<[Counter; CALL_RESULTS.len()]>,
+    /// By service.
+    latency: Vec<Histogram>,
+    breaker_state: Vec<Gauge>,
+    /// Recent call latencies, for percentiles.
+    windows: Vec<Mutex<LatencyWindow>>,
+    service_names: Vec<String>,
     transitions: Family<TransitionLabels, Counter>,
     cache_entries: Gauge,
     fallbacks_served: Counter,
     queue_depth: Gauge,
     dead_letters: Gauge,
     mode: Gauge,
-    /// Recent call latencies per service, for percentiles.
-    windows: Mutex<HashMap<String, LatencyWindow>>,
     /// Fallbacks already counted (the core keeps a running total).
     fallbacks_counted: AtomicU64,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Self {
+    /// Metrics for `routes` (as they are named: `GET /users/{id}`) and
+    /// `services` (by [`ServiceId`] order).
+    pub fn new(routes: &[String], services: &[String]) -> Self {
         let mut registry = Registry::with_prefix("grace");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -176,32 +193,71 @@ impl Metrics {
             "Load mode: 0 normal, 1 degraded, 2 critical",
             mode.clone(),
         );
+        let requests = routes
+            .iter()
+            .map(String::as_str)
+            .chain([NO_ROUTE])
+            .map(|route| {
+                RequestOutcome::ALL.map(|outcome| {
+                    requests
+                        .get_or_create(&RequestLabels {
+                            route: route.to_string(),
+                            outcome: outcome.as_str().to_string(),
+                        })
+                        .clone()
+                })
+            })
+            .collect();
+        let service_labels = |service: &String| ServiceLabels {
+            service: service.clone(),
+        };
+        let calls = services
+            .iter()
+            .map(|service| {
+                CALL_RESULTS.map(|result| {
+                    calls
+                        .get_or_create(&CallLabels {
+                            service: service.clone(),
+                            result: result.to_string(),
+                        })
+                        .clone()
+                })
+            })
+            .collect();
         Metrics {
             registry,
             requests,
             outcomes: Default::default(),
             calls,
-            latency,
-            breaker_state,
+            latency: services
+                .iter()
+                .map(|service| latency.get_or_create(&service_labels(service)).clone())
+                .collect(),
+            breaker_state: services
+                .iter()
+                .map(|service| {
+                    breaker_state
+                        .get_or_create(&service_labels(service))
+                        .clone()
+                })
+                .collect(),
+            windows: services.iter().map(|_| Mutex::default()).collect(),
+            service_names: services.to_vec(),
             transitions,
             cache_entries,
             fallbacks_served,
             queue_depth,
             dead_letters,
             mode,
-            windows: Mutex::new(HashMap::new()),
             fallbacks_counted: AtomicU64::new(0),
         }
     }
 
-    /// A client's request on `route` ended with `outcome`.
-    pub fn request(&self, route: &str, outcome: RequestOutcome) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                outcome: outcome.as_str().to_string(),
-            })
-            .inc();
+    /// A client's request on `route` (none: it matched no route) ended
+    /// with `outcome`.
+    pub fn request(&self, route: Option<usize>, outcome: RequestOutcome) {
+        let route = route.unwrap_or(self.requests.len() - 1);
+        self.requests[route][outcome as usize].inc();
         self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -219,62 +275,45 @@ impl Metrics {
     }
 
     /// A call to `service` ended with `result` after `took`.
-    pub fn upstream_call(&self, service: &str, result: &CallResult, took: Duration) {
-        let label = match result {
-            CallResult::Answered(response) if response.status >= 500 => "server_error",
-            CallResult::Answered(_) => "answered",
-            CallResult::Failed(CallFailure::Refused) => "refused",
-            CallResult::Failed(CallFailure::TimedOut) => "timed_out",
-            CallResult::Failed(CallFailure::Broken(_)) => "broken",
-        };
-        self.calls
-            .get_or_create(&CallLabels {
-                service: service.to_string(),
-                result: label.to_string(),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&ServiceLabels {
-                service: service.to_string(),
-            })
-            .observe(took.as_secs_f64());
-        let mut windows = self
-            .windows
+    pub fn upstream_call(&self, service: ServiceId, result: &CallResult, took: Duration) {
+        let service = service.index();
+        self.calls[service][call_result_index(result)].inc();
+        self.latency[service].observe(took.as_secs_f64());
+        self.windows[service]
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        windows.entry(service.to_string()).or_default().record(took);
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(took);
     }
 
     /// The `q` quantile of `service`'s recent call latencies.
-    pub fn latency_quantile(&self, service: &str, q: f64) -> Option<Duration> {
-        let windows = self
-            .windows
+    pub fn latency_quantile(&self, service: ServiceId, q: f64) -> Option<Duration> {
+        self.windows[service.index()]
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        windows.get(service)?.quantile(q)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .quantile(q)
     }
 
-    /// Reads the gauges off the core, and counts the transitions it made.
-    pub fn observe_core<W, P>(&self, core: &mut Core<W, P>) {
+    /// Counts the breaker transitions the core made since the last time.
+    pub fn count_transitions<W, P>(&self, core: &mut Core<W, P>) {
         for record in core.take_transitions() {
             self.transitions
                 .get_or_create(&TransitionLabels {
-                    service: core.services().name(record.service).to_string(),
+                    service: self.service_names[record.service.index()].clone(),
                     to: record.transition.to.as_str().to_string(),
                 })
                 .inc();
         }
-        for (id, spec) in core.services().iter() {
+    }
+
+    /// Reads the gauges off the core.
+    pub fn observe_gauges<W, P>(&self, core: &Core<W, P>) {
+        for (id, _) in core.services().iter() {
             let state = match core.breaker_state(id) {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open => 2,
             };
-            self.breaker_state
-                .get_or_create(&ServiceLabels {
-                    service: spec.name.clone(),
-                })
-                .set(state);
+            self.breaker_state[id.index()].set(state);
         }
         let cache = core.cache();
         self.cache_entries.set(cache.len() as i64);

@@ -142,7 +142,18 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     let commits = opened
         .journal
         .map(|journal| Commits::start(journal, failed_tx));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(
+        &config
+            .routes
+            .iter()
+            .map(|route| format!("{} {}", route.method, route.path))
+            .collect::<Vec<_>>(),
+        &config
+            .services
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>(),
+    ));
     let targets = config
         .services
         .iter()

@@ -44,8 +44,6 @@ pub struct Limits {
 /// What every connection task shares.
 pub struct Public {
     routes: Vec<RouteConfig>,
-    /// Each route as the metrics name it: `GET /users/{id}`.
-    route_names: Vec<String>,
     router: Router,
     driver: Arc<Driver>,
     metrics: Arc<Metrics>,
@@ -67,11 +65,6 @@ impl Public {
                     .iter()
                     .map(|route| (&route.method, &route.path)),
             ),
-            route_names: config
-                .routes
-                .iter()
-                .map(|route| format!("{} {}", route.method, route.path))
-                .collect(),
             routes: config.routes.clone(),
             driver,
             metrics,
@@ -116,11 +109,11 @@ impl Public {
                     serde_json::Value::Null,
                 )
             };
-            self.metrics.request("none", RequestOutcome::Rejected);
+            self.metrics.request(None, RequestOutcome::Rejected);
             return Ok(body_unread.close_after(answer));
         };
         let (answer, outcome) = self.forward(route, peer, request).await;
-        self.metrics.request(&self.route_names[route], outcome);
+        self.metrics.request(Some(route), outcome);
         Ok(answer)
     }
 

@@ -112,8 +112,8 @@ pub fn view<W, P>(
                 timeouts: stats.timeouts,
                 short_circuited: stats.short_circuited,
                 coalesced: stats.coalesced,
-                latency_p50_ms: metrics.latency_quantile(&spec.name, 0.50).map(ms),
-                latency_p99_ms: metrics.latency_quantile(&spec.name, 0.99).map(ms),
+                latency_p50_ms: metrics.latency_quantile(id, 0.50).map(ms),
+                latency_p99_ms: metrics.latency_quantile(id, 0.99).map(ms),
                 transitions: core
                     .recent_transitions(id)
                     .map(|record| TransitionView {
