@@ -498,13 +498,14 @@ impl Engine {
             while let Some(call) = self.core.poll_call() {
                 progressed = true;
                 let started = Instant::now();
-                match self.upstreams.start(call.service, &call) {
+                let (id, service) = (call.id, call.service);
+                match self.upstreams.start(call) {
                     Started::Http(job) => jobs.push(job),
                     Started::Answered(result) => {
                         // Answered in-process, at once; counted like any call.
                         self.metrics
-                            .upstream_call(call.service, &result, started.elapsed());
-                        self.core.complete(call.id, result, now);
+                            .upstream_call(service, &result, started.elapsed());
+                        self.core.complete(id, result, now);
                     }
                 }
             }

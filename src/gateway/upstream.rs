@@ -18,6 +18,7 @@ use crate::demo::DemoData;
 use crate::demo::upstream::api::{self, Endpoint, OrderDesk};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -84,7 +85,9 @@ impl Upstreams {
 
     /// Starts `call`: an in-process answer is there at once; an HTTP call
     /// is a job for whoever runs it ([`HttpJob::run`]).
-    pub fn start(&self, service: ServiceId, call: &Call<HttpCall>) -> Started {
+    pub fn start(&self, call: Call<HttpCall>) -> Started {
+        let (id, service, deadline) = (call.id, call.service, call.deadline);
+        let for_its_client = matches!(call.request, CallRequest::Send(_));
         let request = match outgoing(call) {
             Ok(request) => request,
             Err(reason) => {
@@ -97,10 +100,10 @@ impl Upstreams {
                 client: self.client.clone(),
                 base: base.clone(),
                 request,
-                id: call.id,
+                id,
                 service,
-                deadline: call.deadline,
-                for_its_client: matches!(call.request, CallRequest::Send(_)),
+                deadline,
+                for_its_client,
             }),
         }
     }
@@ -185,14 +188,14 @@ struct Outgoing {
 }
 
 /// What a call sends: the front door's request, or a queued write's stored one.
-fn outgoing(call: &Call<HttpCall>) -> Result<Outgoing, String> {
-    Ok(match &call.request {
+fn outgoing(call: Call<HttpCall>) -> Result<Outgoing, String> {
+    Ok(match call.request {
         CallRequest::Send(http) => Outgoing {
-            method: http.method.clone(),
-            path_and_query: http.path_and_query.clone(),
-            headers: http.headers.clone(),
-            body: http.body.clone(),
-            keep: http.keep.clone(),
+            method: http.method,
+            path_and_query: http.path_and_query,
+            headers: http.headers,
+            body: http.body,
+            keep: http.keep,
         },
         CallRequest::Deliver(delivery) => {
             let stored = StoredRequest::from_json(&delivery.payload)?;
@@ -219,12 +222,15 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &Uri, request: 
         result: CallResult::Failed(failure),
         learned: None,
     };
-    let uri = format!(
-        "{}://{}{}",
-        base.scheme_str().unwrap_or("http"),
-        base.authority().map_or("", |authority| authority.as_str()),
-        request.path_and_query
-    );
+    // The base's scheme and authority, the request's path and query.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(base.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
+    uri.authority = base.authority().cloned();
+    uri.path_and_query = match PathAndQuery::from_maybe_shared(Bytes::from(request.path_and_query))
+    {
+        Ok(path_and_query) => Some(path_and_query),
+        Err(err) => return failed(CallFailure::Broken(format!("bad path: {err}"))),
+    };
     let mut builder = Request::builder().method(request.method).uri(uri);
     if let Some(headers) = builder.headers_mut() {
         *headers = request.headers;
