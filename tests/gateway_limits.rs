@@ -10,7 +10,7 @@ use serde_json::json;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::gateway::{
-    Gateway, RawConnection, ScriptedUpstream, canned, demo_config, one_service_config,
+    Gateway, RawConnection, Scripted, ScriptedUpstream, canned, demo_config, one_service_config,
     raw_exchange, route, send,
 };
 use support::upstream::{DemoUpstream, http_agent};
@@ -286,6 +286,26 @@ fn upstream_connections_are_pooled_and_kept_alive() {
     }
     assert_eq!(upstream.requests().len(), 20);
     assert_eq!(upstream.connections(), 1, "one connection, kept alive");
+}
+
+#[test]
+fn an_upstream_closing_idle_connections_costs_no_request() {
+    // Every answer is followed by a close the upstream does not announce:
+    // each call must find its pooled connection gone and open another.
+    let Scripted::Respond(answer) = canned(200, &[], "ok") else {
+        unreachable!("canned responds")
+    };
+    let upstream = ScriptedUpstream::always(Scripted::RespondAndClose(answer));
+    let routes = route("GET", "/things/{id}", "things", "");
+    let gateway = Gateway::with_config(&one_service_config("things", &upstream.url(), "", &routes));
+    for id in 0..10 {
+        let reply = gateway.get(&format!("/things/{id}"));
+        assert_eq!(reply.status, 200, "request {id}: {reply:?}");
+        // Time for the close to arrive before the next call.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(upstream.requests().len(), 10);
+    assert_eq!(upstream.connections(), 10, "a new connection for each");
 }
 
 #[test]

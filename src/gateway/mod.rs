@@ -10,6 +10,7 @@
 //! - [`engine`]: the core's driver, one event at a time; [`driver`]: runs
 //!   its steps in the tasks where the events happen;
 //! - [`upstream`]: makes the core's calls (HTTP, or the demo in-process);
+//!   [`pool`]: its keep-alive connections, driven by the calls' own tasks;
 //! - [`commits`]: the journal's thread (a `202` waits for its commit);
 //! - [`server`]: the public listener and its limits; [`admin`]: the admin
 //!   listener; [`status`], [`metrics`]: what they show; [`dashboard`]: the
@@ -31,6 +32,7 @@ pub mod driver;
 pub mod engine;
 pub mod exchange;
 pub mod metrics;
+pub mod pool;
 pub mod routes;
 pub mod server;
 pub mod status;

@@ -11,6 +11,7 @@
 
 use super::engine::Event;
 use super::exchange::{self, StoredRequest};
+use super::pool::{ExchangeError, Pool};
 use crate::core::{
     Call, CallFailure, CallId, CallRequest, CallResult, Response, ServiceId, Storage,
 };
@@ -20,17 +21,12 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Longest upstream answer body read; a longer one is a failed call.
 pub const MAX_UPSTREAM_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// What the gateway asks a service for.
 #[derive(Debug)]
@@ -58,24 +54,36 @@ struct Demo {
     orders: OrderDesk,
 }
 
-/// Every service's target, and the client they share.
+/// Who answers one service's calls.
+enum Executor {
+    /// Its upstream, over its keep-alive connections.
+    Http(Arc<Pool>),
+    Demo,
+}
+
+/// Every service's executor.
 pub struct Upstreams {
-    client: Client<HttpConnector, Full<Bytes>>,
     /// By service id.
-    targets: Vec<Target>,
+    executors: Vec<Executor>,
     demo: Arc<Demo>,
 }
 
 impl Upstreams {
     pub fn new(targets: Vec<Target>, data: DemoData) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(connector);
+        let executors = targets
+            .into_iter()
+            .map(|target| match target {
+                Target::Http(base) => match base.authority() {
+                    Some(authority) => Executor::Http(Arc::new(Pool::new(authority.clone()))),
+                    None => {
+                        unreachable!("a base URL without a host is refused by the configuration")
+                    }
+                },
+                Target::Demo => Executor::Demo,
+            })
+            .collect();
         Upstreams {
-            client,
-            targets,
+            executors,
             demo: Arc::new(Demo {
                 data,
                 orders: OrderDesk::new(exchange::random_id()),
@@ -94,11 +102,10 @@ impl Upstreams {
                 return Started::Answered(CallResult::Failed(CallFailure::Broken(reason)));
             }
         };
-        match &self.targets[service.index()] {
-            Target::Demo => Started::Answered(self.demo.answer(request)),
-            Target::Http(base) => Started::Http(HttpJob {
-                client: self.client.clone(),
-                base: base.clone(),
+        match &self.executors[service.index()] {
+            Executor::Demo => Started::Answered(self.demo.answer(request)),
+            Executor::Http(pool) => Started::Http(HttpJob {
+                pool: Arc::clone(pool),
                 request,
                 id,
                 service,
@@ -123,8 +130,7 @@ pub enum Started {
 
 /// An HTTP call ready to be made.
 pub struct HttpJob {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: Uri,
+    pool: Arc<Pool>,
     request: Outgoing,
     id: CallId,
     service: ServiceId,
@@ -151,11 +157,8 @@ impl HttpJob {
     /// Makes the call, ending by its deadline whatever the upstream does.
     pub async fn run(self) -> Finished {
         let started = Instant::now();
-        let sent = tokio::time::timeout_at(
-            self.deadline.into(),
-            send(&self.client, &self.base, self.request),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout_at(self.deadline.into(), send(&self.pool, self.request)).await;
         let took = started.elapsed();
         let service = self.service;
         match sent {
@@ -217,18 +220,13 @@ struct Sent {
     learned: Option<(usize, Vec<HeaderName>)>,
 }
 
-async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &Uri, request: Outgoing) -> Sent {
+async fn send(pool: &Pool, request: Outgoing) -> Sent {
     let failed = |failure| Sent {
         result: CallResult::Failed(failure),
         learned: None,
     };
-    // The base's scheme and authority, the request's path and query.
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(base.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
-    uri.authority = base.authority().cloned();
-    uri.path_and_query = match PathAndQuery::from_maybe_shared(Bytes::from(request.path_and_query))
-    {
-        Ok(path_and_query) => Some(path_and_query),
+    let uri = match PathAndQuery::from_maybe_shared(Bytes::from(request.path_and_query)) {
+        Ok(path_and_query) => Uri::from(path_and_query),
         Err(err) => return failed(CallFailure::Broken(format!("bad path: {err}"))),
     };
     let mut builder = Request::builder().method(request.method).uri(uri);
@@ -239,16 +237,12 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, base: &Uri, request: 
         Ok(outgoing) => outgoing,
         Err(err) => return failed(CallFailure::Broken(format!("bad request: {err}"))),
     };
-    let answer = match client.request(outgoing).await {
+    let answer = match pool.exchange(outgoing, MAX_UPSTREAM_BODY_BYTES).await {
         Ok(answer) => answer,
-        Err(err) if err.is_connect() => return failed(CallFailure::Refused),
-        Err(err) => return failed(CallFailure::Broken(err.to_string())),
+        Err(ExchangeError::Connect(_)) => return failed(CallFailure::Refused),
+        Err(ExchangeError::Http(reason)) => return failed(CallFailure::Broken(reason)),
     };
     let (parts, body) = answer.into_parts();
-    let body = match Limited::new(body, MAX_UPSTREAM_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => return failed(CallFailure::Broken(format!("answer body: {err}"))),
-    };
     let mut headers = parts.headers;
     exchange::strip_hop_by_hop(&mut headers);
     let (storage, learned) = keep(request.keep, parts.status, &headers);

@@ -632,6 +632,9 @@ impl Recorded {
 pub enum Scripted {
     /// Writes these bytes (a whole response) and keeps the connection.
     Respond(Vec<u8>),
+    /// Writes these bytes, then closes the connection without saying so
+    /// (as an upstream does when a keep-alive connection idles out).
+    RespondAndClose(Vec<u8>),
     /// Holds the request unanswered until the upstream is dropped.
     Hang,
 }
@@ -772,6 +775,10 @@ fn serve_connection(
                 if writer.write_all(&bytes).is_err() {
                     return;
                 }
+            }
+            Scripted::RespondAndClose(bytes) => {
+                let _ = writer.write_all(&bytes);
+                return;
             }
             Scripted::Hang => {
                 while !stopped.load(Ordering::SeqCst) {
