@@ -118,6 +118,12 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // The longest idle are first: those past their time are closed.
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push((connection, Instant::now()));
         }
