@@ -5,12 +5,10 @@
 
 use super::Ctx;
 use super::forced_failures::Forcing;
-use crate::core::breaker::BreakerState;
 use crate::core::{Outcome, ReadOutcome, ServiceId, Sharing};
 use crate::demo::in_process::{DemoCall, DemoRequest};
-use crate::protocol::reply::ReplyBody;
-use crate::protocol::{RecordId, Request, RequestError};
-use serde::{Deserialize, Serialize};
+use crate::protocol::{ErrorCode, RecordId, Request};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// Which record.
@@ -38,29 +36,13 @@ struct GetProduct {
     service_unavailable: bool,
 }
 
-#[derive(Serialize)]
-struct UserResponse<'a> {
-    user: &'a RawValue,
-    /// The user breaker's state after this request.
-    circuit_state: BreakerState,
-    from_cache: bool,
-}
+/// The reply to `get_user`: `user` (the record), `circuit_state` (the user
+/// breaker's state after this request) and `from_cache`.
+const USER_RESPONSE: &str = "user_response";
 
-impl ReplyBody for UserResponse<'_> {
-    const TYPE: &'static str = "user_response";
-}
-
-/// Exactly the seed's keys: `product` and `_cached`.
-#[derive(Serialize)]
-struct ProductResponse<'a> {
-    product: &'a RawValue,
-    #[serde(rename = "_cached")]
-    cached: bool,
-}
-
-impl ReplyBody for ProductResponse<'_> {
-    const TYPE: &'static str = "product_response";
-}
+/// The reply to `get_product`: exactly the seed's keys, `product` and
+/// `_cached`.
+const PRODUCT_RESPONSE: &str = "product_response";
 
 /// A read waiting for the core.
 pub struct Waiting {
@@ -159,39 +141,40 @@ pub fn resume(mut waiting: Waiting, outcome: Outcome, ctx: &mut Ctx<'_>) -> Opti
     };
     let (body, from_cache) = match &outcome {
         ReadOutcome::Fresh(response) if response.status == 404 => {
-            let error = format!("{} {} does not exist", waiting.kind.name(), waiting.id);
-            ctx.reply_error(&RequestError::not_found(error));
+            let name = waiting.kind.name();
+            let id = &waiting.id;
+            let text = format_args!("{name} {id} does not exist");
+            ctx.reply_error_text(ErrorCode::KeyDoesNotExist, text);
             return None;
         }
         ReadOutcome::Fresh(response) => (&response.body, false),
         ReadOutcome::Stale { copy, .. } => (&copy.response.body, true),
         ReadOutcome::Unavailable { .. } => {
-            let error = format!(
-                "{} service cannot answer for id {} and no cached copy exists",
-                waiting.kind.name(),
-                waiting.id
-            );
-            ctx.reply_error(&RequestError::unavailable(error));
+            let name = waiting.kind.name();
+            let id = &waiting.id;
+            let text =
+                format_args!("{name} service cannot answer for id {id} and no cached copy exists");
+            ctx.reply_error_text(ErrorCode::TemporarilyUnavailable, text);
             return None;
         }
     };
-    let Ok(record) = serde_json::from_slice::<&RawValue>(body) else {
-        let error = format!("{} service answered with invalid JSON", waiting.kind.name());
-        ctx.reply_error(&RequestError::unavailable(error));
-        return None;
-    };
+    // The record goes out as the demo service wrote it: compact JSON made
+    // by grace itself (see `crate::demo`), so it is not parsed again.
+    debug_assert!(
+        serde_json::from_slice::<&RawValue>(body).is_ok_and(|raw| raw.get().len() == body.len())
+    );
     match waiting.kind {
         Kind::User => {
             let circuit_state = ctx.core.breaker_state(ctx.node.services.user);
-            ctx.reply(&UserResponse {
-                user: record,
-                circuit_state,
-                from_cache,
+            ctx.reply_fields(USER_RESPONSE, |fields| {
+                fields
+                    .raw_json("user", body)
+                    .str("circuit_state", circuit_state.as_str())
+                    .bool("from_cache", from_cache);
             });
         }
-        Kind::Product => ctx.reply(&ProductResponse {
-            product: record,
-            cached: from_cache,
+        Kind::Product => ctx.reply_fields(PRODUCT_RESPONSE, |fields| {
+            fields.raw_json("product", body).bool("_cached", from_cache);
         }),
     }
     None
