@@ -62,9 +62,13 @@ pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
 /// Appends `text` escaped as the inside of a JSON string: `"`, `\\` and
 /// the control characters, as `serde_json` escapes them (`\n`, `\u001f`).
 fn write_json_str_contents(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    let mut run_start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
+    let mut rest = text.as_bytes();
+    loop {
+        let run = super::plain_run(rest);
+        out.extend_from_slice(&rest[..run]);
+        let Some(&byte) = rest.get(run) else {
+            return;
+        };
         let escape = match byte {
             b'"' => CharEscape::Quote,
             b'\\' => CharEscape::ReverseSolidus,
@@ -73,17 +77,14 @@ fn write_json_str_contents(out: &mut Vec<u8>, text: &str) {
             b'\n' => CharEscape::LineFeed,
             0x0c => CharEscape::FormFeed,
             b'\r' => CharEscape::CarriageReturn,
-            0x00..=0x1f => CharEscape::AsciiControl(byte),
-            _ => continue,
+            _ => CharEscape::AsciiControl(byte),
         };
-        out.extend_from_slice(&bytes[run_start..at]);
         // Writing into a Vec cannot fail.
         CompactFormatter
             .write_char_escape(out, escape)
             .expect("writes to a Vec");
-        run_start = at + 1;
+        rest = &rest[run + 1..];
     }
-    out.extend_from_slice(&bytes[run_start..]);
 }
 
 /// Formatted text going into a JSON string, escaped as it is written.
