@@ -55,6 +55,11 @@ impl<'a> BodyFields<'a> {
             .map(|&(_, value)| value)
     }
 
+    /// Every field, in order: its name and raw JSON text.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &'a str)> {
+        self.0.iter().map(|(name, value)| (name.as_ref(), *value))
+    }
+
     fn deserializer(
         &self,
     ) -> MapDeserializer<'a, impl Iterator<Item = (&str, RawField<'a>)>, serde_json::Error> {

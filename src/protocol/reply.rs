@@ -12,7 +12,6 @@
 use super::{ErrorCode, RequestError};
 use serde::Serialize;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
-use std::fmt;
 
 /// This node's id when neither `init` nor the request's `dest` names it
 /// (also the journal's name then).
@@ -87,16 +86,6 @@ fn write_json_str_contents(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Formatted text going into a JSON string, escaped as it is written.
-struct JsonStrContents<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for JsonStrContents<'_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        write_json_str_contents(self.0, text);
-        Ok(())
-    }
-}
-
 /// Appends `{"type":T` and, if there is one, `,"in_reply_to":N`: the start
 /// of every reply body.
 fn open_body(out: &mut Vec<u8>, type_name: &'static str, in_reply_to: Option<u64>) {
@@ -143,13 +132,33 @@ impl FieldWriter<'_> {
         self
     }
 
-    /// A string field written from formatted text, with no `String` made.
-    pub fn fmt_str(&mut self, name: &'static str, value: fmt::Arguments<'_>) -> &mut Self {
+    /// A string field made of `parts`, one after the other (no `String`
+    /// is made of them).
+    pub fn str_parts(&mut self, name: &'static str, parts: &[&str]) -> &mut Self {
         self.name(name);
         self.out.push(b'"');
-        // Writing into a Vec cannot fail.
-        fmt::write(&mut JsonStrContents(self.out), value).expect("writes to a Vec");
+        for part in parts {
+            write_json_str_contents(self.out, part);
+        }
         self.out.push(b'"');
+        self
+    }
+
+    /// A field whose value is an array of strings.
+    pub fn str_list<'s>(
+        &mut self,
+        name: &'static str,
+        items: impl IntoIterator<Item = &'s str>,
+    ) -> &mut Self {
+        self.name(name);
+        self.out.push(b'[');
+        for (at, item) in items.into_iter().enumerate() {
+            if at > 0 {
+                self.out.push(b',');
+            }
+            write_json_str(self.out, item);
+        }
+        self.out.push(b']');
         self
     }
 
@@ -182,15 +191,18 @@ pub fn write_body_fields(
     out.extend_from_slice(b"}}\n");
 }
 
-/// Appends an `error` body for `code` with `text` (see [`write_body_fields`]).
+/// Appends an `error` body for `code` whose text is `text_parts`, one
+/// after the other (see [`write_body_fields`]).
 pub fn write_error_body(
     out: &mut Vec<u8>,
     in_reply_to: Option<u64>,
     code: ErrorCode,
-    text: fmt::Arguments<'_>,
+    text_parts: &[&str],
 ) {
     write_body_fields(out, ErrorReply::TYPE, in_reply_to, |fields| {
-        fields.u64("code", code.code().into()).fmt_str("text", text);
+        fields
+            .u64("code", code.code().into())
+            .str_parts("text", text_parts);
     });
 }
 
@@ -236,12 +248,7 @@ impl ReplyBody for ErrorReply<'_> {
 /// Appends an `error` reply for `error`.
 pub fn write_error(out: &mut Vec<u8>, to: ReplyTo<'_>, error: &RequestError) {
     write_envelope_head(out, to.node_id, to.client);
-    write_error_body(
-        out,
-        to.in_reply_to,
-        error.code,
-        format_args!("{}", error.text),
-    );
+    write_error_body(out, to.in_reply_to, error.code, &[&error.text]);
 }
 
 impl<'a> From<&'a RequestError> for ErrorReply<'a> {
@@ -289,6 +296,8 @@ mod tests {
             record: &'a serde_json::value::RawValue,
             name: &'a str,
             note: String,
+            list: Vec<&'a str>,
+            empty: Vec<&'a str>,
             count: u64,
             cached: bool,
         }
@@ -306,6 +315,8 @@ mod tests {
                     record: &record,
                     name,
                     note: format!("id {id} of {name}"),
+                    list: vec![name, id],
+                    empty: Vec::new(),
                     count: u64::MAX,
                     cached: true,
                 },
@@ -315,7 +326,9 @@ mod tests {
                 fields
                     .raw_json("record", record.get().as_bytes())
                     .str("name", name)
-                    .fmt_str("note", format_args!("id {id} of {name}"))
+                    .str_parts("note", &["id ", id, " of ", name])
+                    .str_list("list", [name, id])
+                    .str_list("empty", [])
                     .u64("count", u64::MAX)
                     .bool("cached", true);
             });

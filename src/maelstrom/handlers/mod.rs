@@ -129,18 +129,18 @@ impl<'a> Ctx<'a> {
 
     /// Writes an `error` reply.
     pub fn reply_error(&mut self, error: &RequestError) {
-        self.reply_error_text(error.code, format_args!("{}", error.text));
+        self.reply_error_text(error.code, &[&error.text]);
     }
 
-    /// Writes an `error` reply whose text is formatted straight into the
-    /// reply line.
-    pub fn reply_error_text(&mut self, code: ErrorCode, text: std::fmt::Arguments<'_>) {
+    /// Writes an `error` reply whose text is `text_parts`, one after the
+    /// other, written straight into the reply line.
+    pub fn reply_error_text(&mut self, code: ErrorCode, text_parts: &[&str]) {
         if self.addressing.drops_reply() {
             return;
         }
         self.addressing
             .write_head(self.out, self.node.node_id.as_deref());
-        reply::write_error_body(self.out, self.addressing.in_reply_to(), code, text);
+        reply::write_error_body(self.out, self.addressing.in_reply_to(), code, text_parts);
     }
 
     /// Writes `result`: the reply, or the error.
@@ -161,6 +161,15 @@ pub struct BodyWriter<'a> {
 impl BodyWriter<'_> {
     pub fn write<B: ReplyBody>(self, body: &B) {
         reply::write_body(self.out, self.in_reply_to, body);
+    }
+
+    /// Writes the body field by field (see [`reply::write_body_fields`]).
+    pub fn write_fields(
+        self,
+        type_name: &'static str,
+        fields: impl FnOnce(&mut reply::FieldWriter<'_>),
+    ) {
+        reply::write_body_fields(self.out, type_name, self.in_reply_to, fields);
     }
 }
 
