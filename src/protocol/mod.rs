@@ -47,6 +47,15 @@ const USUAL_BODY_FIELDS: usize = 4;
 pub struct BodyFields<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
 impl<'a> BodyFields<'a> {
+    /// Room for the usual few fields.
+    fn new() -> Self {
+        BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS))
+    }
+
+    fn push(&mut self, name: Cow<'a, str>, value: &'a str) {
+        self.0.push((name, value));
+    }
+
     /// The raw JSON text of field `name`, if present.
     pub fn get(&self, name: &str) -> Option<&'a str> {
         self.0
@@ -333,7 +342,7 @@ impl<'de, K: Deserialize<'de>, M: Deserialize<'de>> BodyHead<'de, K, M> {
         let mut head = BodyHead {
             kind: Field::Absent,
             msg_id: Field::Absent,
-            fields: BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS)),
+            fields: BodyFields::new(),
         };
         while let Some(BorrowedStr(key)) = map.next_key()? {
             match key.as_ref() {
@@ -341,7 +350,7 @@ impl<'de, K: Deserialize<'de>, M: Deserialize<'de>> BodyHead<'de, K, M> {
                 "msg_id" => head.msg_id.read(&mut map)?,
                 _ => {
                     let value: &RawValue = map.next_value()?;
-                    head.fields.0.push((key, value.get()));
+                    head.fields.push(key, value.get());
                 }
             }
         }
@@ -702,6 +711,24 @@ mod tests {
         assert_eq!(request.msg_id, Some(7));
         assert_eq!(request.kind, "get_user");
         assert_eq!(request.fields.get("user_id"), Some("1"));
+    }
+
+    #[test]
+    fn body_fields_beyond_the_usual_few_are_kept_in_order() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Last {
+            f6: u8,
+        }
+        for input in [
+            r#"{"src":"c","body":{"type":"t","f1":1,"f2":2,"f3":3,"f4":4,"f5":5,"f6":6}}"#,
+            r#"{"src":"c\u0031","body":{"type":"t","f1":1,"f2":2,"f3":3,"f4":4,"f5":5,"f6":6}}"#,
+        ] {
+            let request = parse_request(input.as_bytes()).unwrap();
+            let names: Vec<&str> = request.fields.iter().map(|(name, _)| name).collect();
+            assert_eq!(names, ["f1", "f2", "f3", "f4", "f5", "f6"]);
+            assert_eq!(request.fields.get("f5"), Some("5"));
+            assert_eq!(request.parse_body::<Last>().unwrap(), Last { f6: 6 });
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! reads exactly as serde's typed pass would (checked against it by the
 //! tests below and by `tests/fuzz_properties.rs`).
 
-use super::{BodyFields, Request, USUAL_BODY_FIELDS};
+use super::{BodyFields, Request};
 use std::borrow::Cow;
 
 /// `text` read as a plain message, or `None` (see the module's doc).
@@ -205,7 +205,7 @@ impl<'a> Reader<'a> {
     fn body(&mut self) -> Option<PlainBody<'a>> {
         self.expect(b'{')?;
         let (mut kind, mut msg_id) = (None, None);
-        let mut fields = BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS));
+        let mut fields = BodyFields::new();
         loop {
             let key = self.plain_str()?;
             self.expect(b':')?;
@@ -214,7 +214,7 @@ impl<'a> Reader<'a> {
                 "msg_id" => set_once(&mut msg_id, self.plain_u64()?)?,
                 _ => {
                     let value = self.scalar()?;
-                    fields.0.push((Cow::Borrowed(key), value));
+                    fields.push(Cow::Borrowed(key), value);
                 }
             }
             if self.end_of_object()? {
@@ -248,6 +248,7 @@ mod tests {
             "\t{ \"id\" : 3 ,\r\n\"src\":\"é✓\",\"body\":{\"msg_id\":18446744073709551615,\"type\":\"\",\"\":null}} \n",
             r#"{"body":{"type":"t","a":-0,"b":0.5e-3,"c":1E+2,"d":true,"e":false,"f":"x y","g":-12},"src":"s","dest":"d"}"#,
             r#"{"src":"c","body":{"type":"t","a":1,"a":2}}"#,
+            r#"{"src":"a client name of more than sixteen bytes","body":{"type":"0123456789abcdef"}}"#,
         ] {
             assert_eq!(by_hand(text), by_serde(text), "{text}");
             assert!(by_hand(text).is_some(), "{text}");
@@ -346,6 +347,9 @@ mod tests {
         for text in [
             // Escapes, nested values, repeated or missing shared fields.
             r#"{"src":"c\u0031","body":{"type":"echo"}}"#,
+            r#"{"src":"a client name of more than sixteen\tbytes","body":{"type":"echo"}}"#,
+            "{\"src\":\"a client name of more than sixteen\u{1f}\",\"body\":{\"type\":\"echo\"}}",
+            r#"{"src":"c","body":{"type":"0123456789abcdef"#,
             r#"{"src":"c","body":{"type":"echo","echo":{"a":1}}}"#,
             r#"{"src":"c","body":{"type":"echo","echo":[1]}}"#,
             r#"{"src":"c","id":{},"body":{"type":"echo"}}"#,
