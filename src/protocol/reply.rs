@@ -44,11 +44,16 @@ pub fn write_reply<B: ReplyBody>(out: &mut Vec<u8>, to: ReplyTo<'_>, fields: &B)
 /// `{"src":NODE,"dest":CLIENT,"body":`. A request that waits on a call keeps
 /// this instead of its request's strings.
 pub fn write_envelope_head(out: &mut Vec<u8>, node_id: &str, client: &str) {
-    out.extend_from_slice(b"{\"src\":");
-    write_json_str(out, node_id);
-    out.extend_from_slice(b",\"dest\":");
-    write_json_str(out, client);
-    out.extend_from_slice(b",\"body\":");
+    const SRC: &[u8] = b"{\"src\":\"";
+    const DEST: &[u8] = b"\",\"dest\":\"";
+    const BODY: &[u8] = b"\",\"body\":";
+    // Room for the usual case, no escapes, taken once.
+    out.reserve(SRC.len() + node_id.len() + DEST.len() + client.len() + BODY.len());
+    out.extend_from_slice(SRC);
+    write_json_str_contents(out, node_id);
+    out.extend_from_slice(DEST);
+    write_json_str_contents(out, client);
+    out.extend_from_slice(BODY);
 }
 
 /// Appends `text` as a JSON string, escaped exactly as `serde_json` does.
