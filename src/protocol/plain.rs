@@ -22,7 +22,11 @@ pub(super) fn plain_message(text: &str) -> Option<Request<'_>> {
     reader.expect(b'{')?;
     let (mut src, mut dest, mut body) = (None, None, None);
     loop {
-        let key = reader.plain_str()?;
+        let key = reader.key(&[
+            ("src", b"\"src\""),
+            ("dest", b"\"dest\""),
+            ("body", b"\"body\""),
+        ])?;
         reader.expect(b':')?;
         match key {
             "src" => set_once(&mut src, reader.plain_str()?)?,
@@ -102,6 +106,20 @@ impl<'a> Reader<'a> {
             b'}' => Some(true),
             _ => None,
         }
+    }
+
+    /// A member's key: one of the `known` ones, matched as the quoted text
+    /// it is written as (no scan), else any plain string.
+    fn key(&mut self, known: &[(&'static str, &[u8])]) -> Option<&'a str> {
+        self.skip_whitespace();
+        let rest = &self.bytes()[self.at..];
+        for &(key, quoted) in known {
+            if rest.starts_with(quoted) {
+                self.at += quoted.len();
+                return Some(key);
+            }
+        }
+        self.plain_str()
     }
 
     /// A string without escapes or control characters: its contents.
@@ -207,7 +225,7 @@ impl<'a> Reader<'a> {
         let (mut kind, mut msg_id) = (None, None);
         let mut fields = BodyFields::new();
         loop {
-            let key = self.plain_str()?;
+            let key = self.key(&[("type", b"\"type\""), ("msg_id", b"\"msg_id\"")])?;
             self.expect(b':')?;
             match key {
                 "type" => set_once(&mut kind, self.plain_str()?)?,
