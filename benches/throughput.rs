@@ -14,7 +14,10 @@
 //! stream and binary: median messages per second, median wall time, peak
 //! RSS; then grace's share of the floor's throughput and its peak RSS,
 //! against the targets (>= 60 % of the floor on the mixed stream, < 50 MiB
-//! on 1M distinct ids).
+//! on 1M distinct ids). Beside the share from the medians, the median of
+//! the per-round shares: each round runs every binary once, one after the
+//! other, so a burst of load from elsewhere tends to slow both sides of a
+//! round's share, and that figure moves less from run to run.
 //!
 //! Settings (environment variables):
 //! - `GRACE_BENCH_MESSAGES`: requests per stream (default 1 000 000).
@@ -36,7 +39,7 @@ use std::time::Instant;
 
 use support::Result;
 use support::floor;
-use support::run::{Binary, Lab, ReplyTally, Run, Summary, megabytes, rotated, verdict};
+use support::run::{Binary, Lab, ReplyTally, Run, Summary, median, megabytes, rotated, verdict};
 use support::settings::{self, BenchEnv};
 use support::stream::{IdSpace, StreamFile};
 
@@ -127,8 +130,8 @@ fn main() -> Result<()> {
             bench.smoke_note(),
             start.elapsed()
         );
-        let summaries = measure(&mut lab, &binaries, &path, messages, rounds)?;
-        report(workload, &binaries, &summaries, reference, messages);
+        let runs = measure(&mut lab, &binaries, &path, messages, rounds)?;
+        report(workload, &binaries, &runs, reference, messages);
     }
     Ok(())
 }
@@ -162,14 +165,14 @@ fn write_stream(
 }
 
 /// Checks one reply per request for each binary, then runs each `rounds`
-/// times in rotating order; returns one summary per binary.
+/// times in rotating order; returns the runs of each binary, by round.
 fn measure(
     lab: &mut Lab,
     binaries: &[Binary],
     stream: &std::path::Path,
     messages: u64,
     rounds: usize,
-) -> Result<Vec<Summary>> {
+) -> Result<Vec<Vec<Run>>> {
     for binary in binaries {
         let mut tally = ReplyTally::default();
         lab.run(binary, stream, Some(&mut tally))?;
@@ -185,24 +188,36 @@ fn measure(
             runs[index].push(lab.run(&binaries[index], stream, None)?);
         }
     }
-    Ok(runs
+    Ok(runs)
+}
+
+/// grace's share of the other binary's throughput in each round (the
+/// other's wall time over grace's), and their median.
+fn per_round_shares(grace: &[Run], other: &[Run]) -> (f64, Vec<f64>) {
+    let shares: Vec<f64> = grace
         .iter()
-        .map(|runs| Summary::of(runs, messages))
-        .collect())
+        .zip(other)
+        .map(|(grace, other)| other.wall.as_secs_f64() / grace.wall.as_secs_f64())
+        .collect();
+    (median(shares.clone()), shares)
 }
 
 fn report(
     workload: Workload,
     binaries: &[Binary],
-    summaries: &[Summary],
+    runs: &[Vec<Run>],
     reference: usize,
     messages: u64,
 ) {
+    let summaries: Vec<Summary> = runs
+        .iter()
+        .map(|runs| Summary::of(runs, messages))
+        .collect();
     println!(
         "{:<13} {:>14} {:>12} {:>14}",
         "binary", "msgs/s median", "wall median", "peak RSS max"
     );
-    for (binary, summary) in binaries.iter().zip(summaries) {
+    for (binary, summary) in binaries.iter().zip(&summaries) {
         println!(
             "{:<13} {:>14.0} {:>12.3?} {:>14}",
             binary.name,
@@ -219,22 +234,32 @@ fn report(
         " (the targets are set for 1M messages)"
     };
     for (index, binary) in binaries.iter().enumerate().skip(1) {
+        let (paired, shares) = per_round_shares(&runs[0], &runs[index]);
+        let shares: Vec<String> = shares
+            .iter()
+            .map(|share| format!("{:.1}", share * 100.0))
+            .collect();
         println!(
-            "grace / {}: {:.1} %",
+            "grace / {}: {:.1} % of its median; per round {} %, median {:.1} %",
             binary.name,
-            grace.rate / summaries[index].rate * 100.0
+            grace.rate / summaries[index].rate * 100.0,
+            shares.join(" "),
+            paired * 100.0,
         );
     }
     match workload {
         Workload::Mixed => {
             let ratio = grace.rate / summaries[reference].rate;
+            let (paired, _) = per_round_shares(&runs[0], &runs[reference]);
             println!(
-                "throughput target, grace >= {:.0} % of {} (aim {:.0} %): {:.1} % {}{caveat}",
+                "throughput target, grace >= {:.0} % of {} (aim {:.0} %): {:.1} % {} (median of the per-round shares: {:.1} % {}){caveat}",
                 TARGET_THROUGHPUT_RATIO * 100.0,
                 binaries[reference].name,
                 AIMED_THROUGHPUT_RATIO * 100.0,
                 ratio * 100.0,
                 verdict(ratio >= TARGET_THROUGHPUT_RATIO),
+                paired * 100.0,
+                verdict(paired >= TARGET_THROUGHPUT_RATIO),
             );
         }
         Workload::Distinct => match grace.peak_rss_kib {

@@ -62,13 +62,20 @@ impl Mode {
     }
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Mode {
+    /// The mode as named on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Mode::Normal => "normal",
             Mode::Degraded => "degraded",
             Mode::Critical => "critical",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

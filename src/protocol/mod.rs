@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod framing;
+mod plain;
 pub mod reply;
 
 pub use error::{ErrorCode, RequestError};
@@ -40,18 +41,32 @@ pub struct Request<'a> {
 /// for them is taken once.
 const USUAL_BODY_FIELDS: usize = 4;
 
-/// A body's fields other than `type` and `msg_id`: names and raw values,
-/// borrowed from the message.
+/// A body's fields other than `type` and `msg_id`: names and raw values
+/// (valid JSON text), borrowed from the message.
 #[derive(Debug, Default)]
-pub struct BodyFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+pub struct BodyFields<'a>(Vec<(Cow<'a, str>, &'a str)>);
 
 impl<'a> BodyFields<'a> {
-    /// The raw value of field `name`, if present.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    /// Room for the usual few fields.
+    fn new() -> Self {
+        BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS))
+    }
+
+    fn push(&mut self, name: Cow<'a, str>, value: &'a str) {
+        self.0.push((name, value));
+    }
+
+    /// The raw JSON text of field `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
         self.0
             .iter()
             .find(|(field, _)| field == name)
             .map(|&(_, value)| value)
+    }
+
+    /// Every field, in order: its name and raw JSON text.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &'a str)> {
+        self.0.iter().map(|(name, value)| (name.as_ref(), *value))
     }
 
     fn deserializer(
@@ -83,10 +98,10 @@ impl Request<'_> {
     }
 }
 
-/// One body field's raw value as a serde `Deserializer`: the handler's
-/// types read it with `serde_json`, as if it stood alone.
+/// One body field's raw value (valid JSON text) as a serde `Deserializer`:
+/// the handler's types read it with `serde_json`, as if it stood alone.
 #[derive(Clone, Copy)]
-struct RawField<'a>(&'a RawValue);
+struct RawField<'a>(&'a str);
 
 impl<'de> IntoDeserializer<'de, serde_json::Error> for RawField<'de> {
     type Deserializer = Self;
@@ -100,7 +115,7 @@ impl<'de> IntoDeserializer<'de, serde_json::Error> for RawField<'de> {
 macro_rules! forward_to_json {
     ($($method:ident $(($($arg:ident: $ty:ty),*))?;)*) => {
         $(fn $method<V: Visitor<'de>>(self, $($($arg: $ty,)*)? visitor: V) -> Result<V::Value, serde_json::Error> {
-            let mut json = serde_json::Deserializer::from_str(self.0.get());
+            let mut json = serde_json::Deserializer::from_str(self.0);
             json.$method($($($arg,)*)? visitor)
         })*
     };
@@ -327,15 +342,15 @@ impl<'de, K: Deserialize<'de>, M: Deserialize<'de>> BodyHead<'de, K, M> {
         let mut head = BodyHead {
             kind: Field::Absent,
             msg_id: Field::Absent,
-            fields: BodyFields(Vec::with_capacity(USUAL_BODY_FIELDS)),
+            fields: BodyFields::new(),
         };
         while let Some(BorrowedStr(key)) = map.next_key()? {
             match key.as_ref() {
                 "type" => head.kind.read(&mut map)?,
                 "msg_id" => head.msg_id.read(&mut map)?,
                 _ => {
-                    let value = map.next_value()?;
-                    head.fields.0.push((key, value));
+                    let value: &RawValue = map.next_value()?;
+                    head.fields.push(key, value.get());
                 }
             }
         }
@@ -412,8 +427,14 @@ type RawEnvelope<'a> = Envelope<
 >;
 
 /// The fast path: `Some` only for a message with every shared field well
-/// typed and given once.
+/// typed and given once. A plain message (see [`plain`]) is read by hand,
+/// any other in one typed serde pass.
 fn well_formed(text: &str) -> Option<Request<'_>> {
+    plain::plain_message(text).or_else(|| well_formed_by_serde(text))
+}
+
+/// The fast path's typed serde pass.
+fn well_formed_by_serde(text: &str) -> Option<Request<'_>> {
     let envelope: TypedEnvelope = serde_json::from_str(text).ok()?;
     let BorrowedStr(src) = envelope.src.once().ok()??;
     let Some(Body::Object(head)) = envelope.body.once().ok()? else {
@@ -553,6 +574,36 @@ fn is_negative_zero(value: f64) -> bool {
     value == 0.0 && value.is_sign_negative()
 }
 
+/// How many bytes `text` starts with that a JSON string holds as they are:
+/// up to the first `"`, `\\` or control character (below 0x20), or all of
+/// it. Eight bytes at a time, as serde_json finds the end of a string.
+pub(crate) fn plain_run(text: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES * 0x80;
+    let mut at = 0;
+    while let Some(chunk) = text.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte's high bit is set in `hits` where it is below 0x20 or is
+        // `"` or `\\` (equal: zero after the XOR); only bytes above a real
+        // hit can be set falsely, so the lowest set bit is the first hit.
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let hits = (word.wrapping_sub(ONES * 0x20) & !word)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash);
+        let hits = hits & HIGH_BITS;
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let rest = &text[at..];
+    at + rest
+        .iter()
+        .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+        .unwrap_or(rest.len())
+}
+
 /// `json` (valid JSON) without the whitespace between tokens, keys in
 /// their order: a value that arrived pretty-printed (a fixture, an echo)
 /// must still go out on one reply line.
@@ -622,8 +673,8 @@ impl<'de> Deserialize<'de> for RecordId {
 impl std::fmt::Display for RecordId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordId::Int(id) => write!(f, "{id}"),
-            RecordId::BigInt(id) => write!(f, "{id}"),
+            RecordId::Int(id) => f.write_str(itoa::Buffer::new().format(*id)),
+            RecordId::BigInt(id) => f.write_str(itoa::Buffer::new().format(*id)),
             RecordId::Text(id) => write!(f, "{id:?}"),
         }
     }
@@ -659,7 +710,25 @@ mod tests {
         assert_eq!(request.dest.as_deref(), Some("n1"));
         assert_eq!(request.msg_id, Some(7));
         assert_eq!(request.kind, "get_user");
-        assert_eq!(request.fields.get("user_id").map(RawValue::get), Some("1"));
+        assert_eq!(request.fields.get("user_id"), Some("1"));
+    }
+
+    #[test]
+    fn body_fields_beyond_the_usual_few_are_kept_in_order() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Last {
+            f6: u8,
+        }
+        for input in [
+            r#"{"src":"c","body":{"type":"t","f1":1,"f2":2,"f3":3,"f4":4,"f5":5,"f6":6}}"#,
+            r#"{"src":"c\u0031","body":{"type":"t","f1":1,"f2":2,"f3":3,"f4":4,"f5":5,"f6":6}}"#,
+        ] {
+            let request = parse_request(input.as_bytes()).unwrap();
+            let names: Vec<&str> = request.fields.iter().map(|(name, _)| name).collect();
+            assert_eq!(names, ["f1", "f2", "f3", "f4", "f5", "f6"]);
+            assert_eq!(request.fields.get("f5"), Some("5"));
+            assert_eq!(request.parse_body::<Last>().unwrap(), Last { f6: 6 });
+        }
     }
 
     #[test]
@@ -709,6 +778,24 @@ mod tests {
         let request = parse_request(input.as_bytes()).unwrap();
         let error = request.parse_body::<Probe>().unwrap_err();
         assert!(error.text.contains("count"), "{}", error.text);
+    }
+
+    #[test]
+    fn plain_run_stops_at_the_first_byte_a_json_string_escapes() {
+        for len in 0..20 {
+            for stop in [b'"', b'\\', 0x00, 0x1f] {
+                for at in 0..=len {
+                    let mut text = vec![b'a'; len];
+                    text.extend_from_slice("é\u{7f} ".as_bytes());
+                    if at < len {
+                        text[at] = stop;
+                        text[len - 1] = b'"';
+                    }
+                    let expected = if at < len { at } else { text.len() };
+                    assert_eq!(plain_run(&text), expected, "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

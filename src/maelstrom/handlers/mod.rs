@@ -26,8 +26,8 @@ mod set_service_health;
 use super::node::{Addressing, NodeState, Waiter};
 use crate::core::{Core, Outcome};
 use crate::demo::in_process::DemoCall;
-use crate::protocol::reply::{self, ErrorReply, ReplyBody};
-use crate::protocol::{Request, RequestError};
+use crate::protocol::reply::{self, ReplyBody};
+use crate::protocol::{ErrorCode, Request, RequestError};
 use std::time::Instant;
 
 /// Every message type grace answers, for `--help`, the README and the fuzzers.
@@ -111,9 +111,36 @@ impl<'a> Ctx<'a> {
         build(self.core, self.node, writer);
     }
 
+    /// Writes the reply with its fields written one by one (see
+    /// [`reply::write_body_fields`]): for the replies nearly every request
+    /// gets.
+    pub fn reply_fields(
+        &mut self,
+        type_name: &'static str,
+        fields: impl FnOnce(&mut reply::FieldWriter<'_>),
+    ) {
+        if self.addressing.drops_reply() {
+            return;
+        }
+        self.addressing
+            .write_head(self.out, self.node.node_id.as_deref());
+        reply::write_body_fields(self.out, type_name, self.addressing.in_reply_to(), fields);
+    }
+
     /// Writes an `error` reply.
     pub fn reply_error(&mut self, error: &RequestError) {
-        self.reply(&ErrorReply::from(error));
+        self.reply_error_text(error.code, &[&error.text]);
+    }
+
+    /// Writes an `error` reply whose text is `text_parts`, one after the
+    /// other, written straight into the reply line.
+    pub fn reply_error_text(&mut self, code: ErrorCode, text_parts: &[&str]) {
+        if self.addressing.drops_reply() {
+            return;
+        }
+        self.addressing
+            .write_head(self.out, self.node.node_id.as_deref());
+        reply::write_error_body(self.out, self.addressing.in_reply_to(), code, text_parts);
     }
 
     /// Writes `result`: the reply, or the error.
@@ -134,6 +161,15 @@ pub struct BodyWriter<'a> {
 impl BodyWriter<'_> {
     pub fn write<B: ReplyBody>(self, body: &B) {
         reply::write_body(self.out, self.in_reply_to, body);
+    }
+
+    /// Writes the body field by field (see [`reply::write_body_fields`]).
+    pub fn write_fields(
+        self,
+        type_name: &'static str,
+        fields: impl FnOnce(&mut reply::FieldWriter<'_>),
+    ) {
+        reply::write_body_fields(self.out, type_name, self.in_reply_to, fields);
     }
 }
 

@@ -3,9 +3,8 @@
 
 use super::Ctx;
 use crate::core::load_mode::Mode;
-use crate::protocol::reply::ReplyBody;
 use crate::protocol::{Request, RequestError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,15 +23,9 @@ struct SetMode {
     cpu_usage: Option<f64>,
 }
 
-#[derive(Serialize)]
-pub struct ModeChanged<'a> {
-    mode: Mode,
-    disabled_features: Vec<&'a str>,
-}
-
-impl ReplyBody for ModeChanged<'_> {
-    const TYPE: &'static str = "mode_changed";
-}
+/// The reply: `mode` (the mode now) and `disabled_features` (the features
+/// switched off now).
+const MODE_CHANGED: &str = "mode_changed";
 
 pub fn handle(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Result<(), RequestError> {
     let SetMode { mode, cpu_usage } = request.parse_body()?;
@@ -64,9 +57,10 @@ pub fn handle(request: &Request<'_>, ctx: &mut Ctx<'_>) -> Result<(), RequestErr
         tracing::debug!(from = %before, to = %mode, cpu_usage, "load mode changed");
     }
     ctx.reply_with(|core, _, writer| {
-        writer.write(&ModeChanged {
-            mode,
-            disabled_features: core.shedder().disabled_features(),
+        writer.write_fields(MODE_CHANGED, |fields| {
+            fields
+                .str("mode", mode.as_str())
+                .str_list("disabled_features", core.shedder().disabled_features());
         })
     });
     Ok(())
