@@ -23,6 +23,7 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,14 +95,16 @@ pub fn forwarded_request_headers(from_client: &HeaderMap, client: IpAddr) -> Hea
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
     // Several header lines are one comma-separated list.
-    let mut chain: Vec<String> = headers
+    let mut chain = String::new();
+    for earlier in headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    chain.push(client.to_string());
-    let chain = chain.join(", ");
+    {
+        chain.push_str(earlier);
+        chain.push_str(", ");
+    }
+    let _ = write!(chain, "{client}");
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }

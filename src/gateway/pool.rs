@@ -50,6 +50,8 @@ pub enum ExchangeError {
 /// The idle connections to one upstream.
 pub struct Pool {
     authority: Authority,
+    /// The `Host` every request carries: the upstream's authority.
+    host: Option<http::HeaderValue>,
     idle: Mutex<Vec<(Connection, Instant)>>,
 }
 
@@ -65,6 +67,7 @@ enum Exchanged {
 impl Pool {
     pub fn new(authority: Authority) -> Self {
         Pool {
+            host: http::HeaderValue::from_str(authority.as_str()).ok(),
             authority,
             idle: Mutex::new(Vec::new()),
         }
@@ -77,8 +80,10 @@ impl Pool {
         mut request: Request<Full<Bytes>>,
         max_body: usize,
     ) -> Result<Response<Bytes>, ExchangeError> {
-        if let Ok(host) = http::HeaderValue::from_str(self.authority.as_str()) {
-            request.headers_mut().insert(http::header::HOST, host);
+        if let Some(host) = &self.host {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.clone());
         }
         loop {
             let (mut connection, reused) = match self.take() {
