@@ -8,29 +8,32 @@
 //! a commit fails, grace cannot keep its promises: the answers waiting are
 //! told so, and the gateway stops.
 
-use super::engine::Answer;
 use crate::core::queue::StoredWrite;
 use crate::core::queue::journal::SqliteJournal;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 
-/// Rows to commit, and the answers to send once they are.
-pub struct CommitJob {
+/// Why an answer waiting for a commit is not the one it was to be: the
+/// answer type says so in its own terms (`From`).
+pub struct NotCommitted(pub String);
+
+/// Rows to commit, and the answers `A` to send once they are.
+pub struct CommitJob<A> {
     pub rows: Vec<StoredWrite>,
-    pub replies: Vec<(oneshot::Sender<Answer>, Answer)>,
+    pub replies: Vec<(oneshot::Sender<A>, A)>,
 }
 
 /// The handle the engine submits jobs through.
-pub struct Commits {
-    jobs: mpsc::Sender<CommitJob>,
+pub struct Commits<A> {
+    jobs: mpsc::Sender<CommitJob<A>>,
     thread: JoinHandle<()>,
 }
 
-impl Commits {
+impl<A: From<NotCommitted> + Send + 'static> Commits<A> {
     /// Starts the thread over `journal`; `failed` is set if a commit fails.
     pub fn start(mut journal: SqliteJournal, failed: watch::Sender<Option<String>>) -> Self {
-        let (jobs, receiver) = mpsc::channel::<CommitJob>();
+        let (jobs, receiver) = mpsc::channel::<CommitJob<A>>();
         let thread = std::thread::Builder::new()
             .name("grace-journal".into())
             .spawn(move || {
@@ -51,15 +54,16 @@ impl Commits {
                         Err(err) => {
                             tracing::error!("journal commit failed, stopping: {err}");
                             for (reply, _) in replies {
-                                let _ = reply
-                                    .send(Answer::Stopped(format!("journal commit failed: {err}")));
+                                let _ = reply.send(
+                                    NotCommitted(format!("journal commit failed: {err}")).into(),
+                                );
                             }
                             let _ = failed.send(Some(err.to_string()));
                             // Nothing more can be promised: refuse the rest.
                             while let Ok(job) = receiver.recv() {
                                 for (reply, _) in job.replies {
-                                    let _ =
-                                        reply.send(Answer::Stopped("the journal failed".into()));
+                                    let _ = reply
+                                        .send(NotCommitted("the journal failed".into()).into());
                                 }
                             }
                             return;
@@ -71,10 +75,10 @@ impl Commits {
         Commits { jobs, thread }
     }
 
-    pub fn submit(&self, job: CommitJob) {
+    pub fn submit(&self, job: CommitJob<A>) {
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             for (reply, _) in job.replies {
-                let _ = reply.send(Answer::Stopped("the journal is closed".into()));
+                let _ = reply.send(NotCommitted("the journal is closed".into()).into());
             }
         }
     }

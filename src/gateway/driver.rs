@@ -18,7 +18,7 @@
 
 use super::commits::Commits;
 use super::engine::{Answer, Engine, Event, Incoming, Step};
-use super::upstream::HttpJob;
+use super::upstream::{CallEnd, HttpJob};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,11 +123,25 @@ impl Driver {
 
     /// Makes `call` and steps its end in.
     async fn make(self: Arc<Self>, call: HttpJob) {
-        let finished = call.run().await;
-        if let Some(learned) = finished.learned {
-            let _ = self.send(learned);
+        let CallEnd {
+            id,
+            service,
+            took,
+            result,
+            learned,
+        } = call.run().await;
+        if let Some((route, names)) = learned {
+            let _ = self.send(Event::LearnVary { route, names });
         }
-        let _ = self.send(finished.ended);
+        let _ = self.send(match result {
+            Some(result) => Event::Completed {
+                id,
+                result,
+                service,
+                took,
+            },
+            None => Event::TimedOut { service, took },
+        });
     }
 
     /// Steps the core's deadlines in as they come, until `stop`.

@@ -16,7 +16,7 @@
 //! handles one event at a time, so what the admin listener shows is a
 //! consistent snapshot.
 
-use super::commits::{CommitJob, Commits};
+use super::commits::{CommitJob, Commits, NotCommitted};
 use super::config::{Fallback, GatewayConfig};
 use super::exchange::{self, StoredRequest};
 use super::metrics::Metrics;
@@ -33,7 +33,6 @@ use crate::core::{
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderMap, Method};
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -69,6 +68,12 @@ pub enum Answer {
     Degraded,
     /// The engine stopped (shutdown, or the journal failed).
     Stopped(String),
+}
+
+impl From<NotCommitted> for Answer {
+    fn from(NotCommitted(why): NotCommitted) -> Self {
+        Answer::Stopped(why)
+    }
 }
 
 /// What an operator asks through the admin listener.
@@ -149,7 +154,7 @@ pub struct Engine {
     core: Core<Waiter, HttpCall>,
     routes: Vec<RouteRuntime>,
     upstreams: Upstreams,
-    commits: Option<Commits>,
+    commits: Option<Commits<Answer>>,
     /// Whether the mode follows the sampled CPU use (from `PUT /mode`
     /// `{"mode": "auto"}`; grace starts in `normal`, so a busy machine
     /// switches nothing off until the operator asks for it).
@@ -227,7 +232,7 @@ impl Engine {
         &mut self,
         journal: JournalInfo,
         recovered: RecoveredQueue,
-        commits: Option<Commits>,
+        commits: Option<Commits<Answer>>,
     ) {
         self.core.recover_queue(journal, recovered, Instant::now());
         self.commits = commits;
@@ -258,7 +263,7 @@ impl Engine {
     /// back, to be closed; nothing is handled after this. Calls still in
     /// flight are abandoned: a delivery cut so is made again after a
     /// restart, under the same idempotency key.
-    pub fn finish(mut self) -> Option<Commits> {
+    pub fn finish(mut self) -> Option<Commits<Answer>> {
         let rows = self.core.take_journal_writes();
         self.commit_then_send(rows, Vec::new());
         self.commits.take()
@@ -596,35 +601,6 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-/// Recent answers' latencies, for the status page's percentiles.
-#[derive(Debug, Default)]
-pub struct LatencyWindow {
-    samples: VecDeque<Duration>,
-}
-
-impl LatencyWindow {
-    /// Samples kept per service.
-    const SIZE: usize = 1024;
-
-    pub fn record(&mut self, took: Duration) {
-        if self.samples.len() == Self::SIZE {
-            self.samples.pop_front();
-        }
-        self.samples.push_back(took);
-    }
-
-    /// The `q` quantile (0..=1) of the recent samples.
-    pub fn quantile(&self, q: f64) -> Option<Duration> {
-        if self.samples.is_empty() {
-            return None;
-        }
-        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
-        sorted.sort_unstable();
-        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
-        Some(sorted[index])
     }
 }
 

@@ -9,7 +9,6 @@
 //! outcome, so counting is an atomic add; gauges are read off the core
 //! when they are asked for.
 
-use super::engine::LatencyWindow;
 use crate::core::breaker::BreakerState;
 use crate::core::load_mode::Mode;
 use crate::core::{CallFailure, CallResult, Core, ServiceId};
@@ -19,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -335,5 +335,34 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// Recent answers' latencies, for the status page's percentiles.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    samples: VecDeque<Duration>,
+}
+
+impl LatencyWindow {
+    /// Samples kept per service.
+    const SIZE: usize = 1024;
+
+    pub fn record(&mut self, took: Duration) {
+        if self.samples.len() == Self::SIZE {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(took);
+    }
+
+    /// The `q` quantile (0..=1) of the recent samples.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Some(sorted[index])
     }
 }

@@ -4,12 +4,11 @@
 //! An HTTP call is a job made on a pooled keep-alive client, in the task of
 //! the client it passes on or in a task of its own; it ends by its deadline
 //! whatever the upstream does (a hung service costs a task until then,
-//! never a client more than its route's timeout), and its result goes back
-//! to the engine as an event with how long it took. The
+//! never a client more than its route's timeout), with its result and how
+//! long it took ([`CallEnd`]), which the driver steps into the engine. The
 //! answer's hop-by-hop headers are dropped here, and whether it may be kept
 //! as a fallback copy is decided here, where its headers are at hand.
 
-use super::engine::Event;
 use super::exchange::{self, StoredRequest};
 use super::pool::{ExchangeError, Pool};
 use crate::core::{
@@ -23,7 +22,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Longest upstream answer body read; a longer one is a failed call.
 pub const MAX_UPSTREAM_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -139,12 +138,16 @@ pub struct HttpJob {
     for_its_client: bool,
 }
 
-/// How an HTTP call ended: the events it gives the engine.
-pub struct Finished {
-    /// An answer of a route varied on headers its cache key did not hold.
-    pub learned: Option<Event>,
-    /// The call's completion, or its timeout.
-    pub ended: Event,
+/// How an HTTP call ended.
+pub struct CallEnd {
+    pub id: CallId,
+    pub service: ServiceId,
+    pub took: Duration,
+    /// `None`: no answer by the deadline (the core fails the call there on
+    /// its own; this is only a count).
+    pub result: Option<CallResult>,
+    /// A route whose answers vary on headers its cache key did not hold.
+    pub learned: Option<(usize, Vec<HeaderName>)>,
 }
 
 impl HttpJob {
@@ -155,28 +158,20 @@ impl HttpJob {
     }
 
     /// Makes the call, ending by its deadline whatever the upstream does.
-    pub async fn run(self) -> Finished {
+    pub async fn run(self) -> CallEnd {
         let started = Instant::now();
         let sent =
             tokio::time::timeout_at(self.deadline.into(), send(&self.pool, self.request)).await;
-        let took = started.elapsed();
-        let service = self.service;
-        match sent {
-            Ok(Sent { result, learned }) => Finished {
-                learned: learned.map(|(route, names)| Event::LearnVary { route, names }),
-                ended: Event::Completed {
-                    id: self.id,
-                    result,
-                    service,
-                    took,
-                },
-            },
-            // The core fails the call at the same deadline on its own: this
-            // is no result, only a count.
-            Err(_) => Finished {
-                learned: None,
-                ended: Event::TimedOut { service, took },
-            },
+        let (result, learned) = match sent {
+            Ok(Sent { result, learned }) => (Some(result), learned),
+            Err(_) => (None, None),
+        };
+        CallEnd {
+            id: self.id,
+            service: self.service,
+            took: started.elapsed(),
+            result,
+            learned,
         }
     }
 }
