@@ -815,7 +815,17 @@ fn hand_edited_row_is_reported_and_skipped_never_a_panic() {
         create_order(2),
         request(json!({"type": "echo", "msg_id": 3, "echo": 3})),
     ]);
-    assert_eq!(replies[&2]["request_id"], 2, "the valid row is recognised");
+    // The valid row is recognised: the repeat is its order, still queued,
+    // or already delivered if the restarted node delivered it before the
+    // order service was switched off (recovered orders are due at start;
+    // on a busy machine the node can get there before the test's first
+    // line). Not recognised, it would be a new order, queued under a new id.
+    let repeat = &replies[&2];
+    assert!(
+        (repeat["status"] == "queued" && repeat["request_id"] == 2)
+            || (repeat["status"] == "created" && repeat["order_id"].is_string()),
+        "the valid row is recognised: {repeat}"
+    );
     assert_eq!(replies[&3]["echo"], 3);
     assert_eq!(replies[&1]["status"], "queued", "{}", replies[&1]);
     assert_ne!(
