@@ -17,7 +17,7 @@ pub mod upstream;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -210,22 +210,13 @@ impl Grace {
                 }
             }))
         };
-        let stderr_text = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr = child.stderr.take().expect("stderr piped");
-        let collected = Arc::clone(&stderr_text);
-        let stderr_reader = if self.close_stderr {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (stderr_text, stderr_reader) = if self.close_stderr {
             drop(stderr);
-            None
+            (Arc::default(), None)
         } else {
-            Some(thread::spawn(move || {
-                let mut buffer = [0u8; 8192];
-                loop {
-                    match stderr.read(&mut buffer) {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
-                    }
-                }
-            }))
+            let (text, reader) = process::collect(stderr);
+            (text, Some(reader))
         };
         Node {
             child,

@@ -11,6 +11,23 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+/// Collects everything `pipe` gives, on a thread of its own, until it
+/// closes: the bytes so far, and the thread.
+pub fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let collected = Arc::clone(&bytes);
+    let reader = thread::spawn(move || {
+        let mut buffer = [0u8; 8192];
+        loop {
+            match pipe.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
+            }
+        }
+    });
+    (bytes, reader)
+}
+
 /// A process that has exited.
 #[derive(Debug)]
 pub struct Exited {
@@ -46,18 +63,7 @@ impl ServerProcess {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let collected = Arc::clone(&stderr);
-        let stderr_reader = thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            loop {
-                match pipe.read(&mut buffer) {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => collected.lock().unwrap().extend_from_slice(&buffer[..read]),
-                }
-            }
-        });
+        let (stderr, stderr_reader) = collect(child.stderr.take().expect("stderr piped"));
         ServerProcess {
             what,
             child,
