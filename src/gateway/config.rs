@@ -13,6 +13,7 @@ use super::routes::{PathPattern, PatternError};
 use crate::core::breaker::{BreakerConfig, SlidingWindow};
 use crate::core::load_mode::ModePolicy;
 use crate::core::service::ServiceSpec;
+use http::uri::Authority;
 use http::{Method, StatusCode, Uri};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -25,8 +26,8 @@ use toml::Spanned;
 /// Where a service's calls go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
-    /// An HTTP service at this base URL (scheme, host and port).
-    Http(Uri),
+    /// An HTTP service at `http://<authority>/` (host and port).
+    Http(Authority),
     /// The built-in demo services, answering in-process.
     Demo,
 }
@@ -443,8 +444,9 @@ fn build_service(
 }
 
 /// `http://host:port` with nothing after it but an optional `/`: the
-/// request's own path and query are appended unchanged.
-fn parse_base_url(url: &str) -> Result<Uri, String> {
+/// request's own path and query are appended unchanged, so the host and
+/// port are all there is to keep.
+fn parse_base_url(url: &str) -> Result<Authority, String> {
     let uri: Uri = url
         .parse()
         .map_err(|err| format!("bad url {url:?}: {err}"))?;
@@ -457,16 +459,19 @@ fn parse_base_url(url: &str) -> Result<Uri, String> {
         }
         _ => return Err(format!("bad url {url:?}: must start with http://")),
     }
-    if uri.host().is_none_or(str::is_empty) {
+    let Some(authority) = uri
+        .authority()
+        .filter(|authority| !authority.host().is_empty())
+    else {
         return Err(format!("bad url {url:?}: no host"));
-    }
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     if path != "/" {
         return Err(format!(
             "bad url {url:?}: a base URL has no path or query (the request's own are forwarded)"
         ));
     }
-    Ok(uri)
+    Ok(authority.clone())
 }
 
 fn build_route(

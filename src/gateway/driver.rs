@@ -21,7 +21,7 @@ use super::engine::{Answer, Engine, Event, Incoming, Step};
 use super::upstream::{CallEnd, HttpJob};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::{Notify, oneshot, watch};
@@ -47,23 +47,10 @@ impl Driver {
         })
     }
 
-    /// The engine, unless it finished. A step that panicked leaves the lock
-    /// poisoned and the engine's state half changed: that counts as stopped.
-    fn engine(&self) -> Result<MutexGuard<'_, Option<Engine>>, Stopped> {
-        let guard = self.engine.lock().map_err(|_| Stopped)?;
-        if guard.is_none() {
-            return Err(Stopped);
-        }
-        Ok(guard)
-    }
-
     /// Steps `event` in now, waking the timer if it must.
     fn step(&self, event: Event) -> Result<Vec<HttpJob>, Stopped> {
-        let Step { calls, wake_timer } = {
-            let mut guard = self.engine()?;
-            let engine = guard.as_mut().ok_or(Stopped)?;
-            engine.step(event, Instant::now())
-        };
+        let Step { calls, wake_timer } =
+            self.inspect(|engine| engine.step(event, Instant::now()))?;
         if wake_timer {
             self.deadline_moved.notify_one();
         }
@@ -78,9 +65,11 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads something off the engine (for the admin listener's views).
+    /// Runs `look` on the engine, unless it finished (for a step, and for
+    /// the admin listener's views). A step that panicked leaves the lock
+    /// poisoned and the engine's state half changed: that counts as stopped.
     pub fn inspect<T>(&self, look: impl FnOnce(&mut Engine) -> T) -> Result<T, Stopped> {
-        let mut guard = self.engine()?;
+        let mut guard = self.engine.lock().map_err(|_| Stopped)?;
         Ok(look(guard.as_mut().ok_or(Stopped)?))
     }
 

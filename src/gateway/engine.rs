@@ -166,7 +166,6 @@ pub struct Engine {
 }
 
 /// What a step leaves to do.
-#[derive(Default)]
 pub struct Step {
     /// HTTP calls to make; their ends come back as events.
     pub calls: Vec<HttpJob>,

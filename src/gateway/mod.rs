@@ -43,7 +43,7 @@ use crate::core::{CoreConfig, ServiceSpec};
 use crate::demo::DemoData;
 use cli::ServeArgs;
 use commits::Commits;
-use config::{GatewayConfig, Upstream};
+use config::GatewayConfig;
 use driver::Driver;
 use engine::Engine;
 use http::{Request, Response};
@@ -62,7 +62,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use upstream::{Target, Upstreams};
+use upstream::Upstreams;
 
 /// Longest a stopping gateway waits for its last journal commit.
 const JOURNAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,14 +156,6 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
             .map(|(name, _)| name.clone())
             .collect::<Vec<_>>(),
     ));
-    let targets = config
-        .services
-        .iter()
-        .map(|(_, service)| match &service.upstream {
-            Upstream::Http(uri) => Target::Http(uri.clone()),
-            Upstream::Demo => Target::Demo,
-        })
-        .collect();
     let core_config = CoreConfig {
         cache_capacity: policies.cache_capacity,
         modes: config.modes.clone(),
@@ -180,7 +172,10 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     let mut engine = Engine::new(
         &config,
         core_config,
-        Upstreams::new(targets, DemoData::builtin()),
+        Upstreams::new(
+            config.services.iter().map(|(_, service)| &service.upstream),
+            DemoData::builtin(),
+        ),
         Arc::clone(&metrics),
     );
     engine.recover(opened.info, opened.recovered, commits);

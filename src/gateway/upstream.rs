@@ -9,6 +9,7 @@
 //! answer's hop-by-hop headers are dropped here, and whether it may be kept
 //! as a fallback copy is decided here, where its headers are at hand.
 
+use super::config::Upstream;
 use super::exchange::{self, StoredRequest};
 use super::pool::{ExchangeError, Pool};
 use crate::core::{
@@ -40,14 +41,7 @@ pub struct HttpCall {
     pub keep: Option<(usize, Vec<HeaderName>)>,
 }
 
-/// Where one service's calls go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    Http(Uri),
-    Demo,
-}
-
-/// The demo services behind an in-process target.
+/// The demo services, answering in-process.
 struct Demo {
     data: DemoData,
     orders: OrderDesk,
@@ -68,17 +62,13 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(targets: Vec<Target>, data: DemoData) -> Self {
-        let executors = targets
-            .into_iter()
-            .map(|target| match target {
-                Target::Http(base) => match base.authority() {
-                    Some(authority) => Executor::Http(Arc::new(Pool::new(authority.clone()))),
-                    None => {
-                        unreachable!("a base URL without a host is refused by the configuration")
-                    }
-                },
-                Target::Demo => Executor::Demo,
+    /// Executors for services whose calls go to `upstreams` (in
+    /// [`ServiceId`] order).
+    pub fn new<'a>(upstreams: impl Iterator<Item = &'a Upstream>, data: DemoData) -> Self {
+        let executors = upstreams
+            .map(|upstream| match upstream {
+                Upstream::Http(authority) => Executor::Http(Arc::new(Pool::new(authority.clone()))),
+                Upstream::Demo => Executor::Demo,
             })
             .collect();
         Upstreams {
