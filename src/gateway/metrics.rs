@@ -115,7 +115,6 @@ pub struct Metrics {
     breaker_state: Vec<Gauge>,
     /// Recent call latencies, for percentiles.
     windows: Vec<Mutex<LatencyWindow>>,
-    service_names: Vec<String>,
     transitions: Family<TransitionLabels, Counter>,
     cache_entries: Gauge,
     fallbacks_served: Counter,
@@ -242,7 +241,6 @@ impl Metrics {
                 })
                 .collect(),
             windows: services.iter().map(|_| Mutex::default()).collect(),
-            service_names: services.to_vec(),
             transitions,
             cache_entries,
             fallbacks_served,
@@ -298,7 +296,7 @@ impl Metrics {
         for record in core.take_transitions() {
             self.transitions
                 .get_or_create(&TransitionLabels {
-                    service: self.service_names[record.service.index()].clone(),
+                    service: core.services().name(record.service).to_string(),
                     to: record.transition.to.as_str().to_string(),
                 })
                 .inc();

@@ -28,13 +28,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per upstream; more are closed as they come back.
 const MAX_IDLE: usize = 1024;
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+/// The future that does a connection's reading and writing.
+type ConnectionIo = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 /// One connection: the handle requests go through, and the future that
 /// does its I/O.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
-    driver: Driver,
+    io: ConnectionIo,
 }
 
 /// Why a call got no answer.
@@ -144,10 +145,10 @@ impl Pool {
             .await
             .map_err(ExchangeError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, driver) = http1::handshake(TokioIo::new(stream))
+        let (sender, io) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|err| ExchangeError::Http(err.to_string()))?;
-        Ok(Connection { sender, driver })
+        Ok(Connection { sender, io })
     }
 }
 
@@ -156,7 +157,7 @@ impl Connection {
     /// look (an upstream's close is read here) without waiting.
     fn is_open(&mut self) -> bool {
         let mut context = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.driver).poll(&mut context) {
+        match Pin::new(&mut self.io).poll(&mut context) {
             Poll::Ready(_) => false,
             Poll::Pending => !self.sender.is_closed(),
         }
@@ -165,7 +166,7 @@ impl Connection {
     /// Sends `request` and reads its answer, driving the connection's I/O
     /// meanwhile.
     async fn exchange(&mut self, request: Request<Full<Bytes>>, max_body: usize) -> Exchanged {
-        let Connection { sender, driver } = self;
+        let Connection { sender, io } = self;
         let call = async move {
             if sender.ready().await.is_err() {
                 return Exchanged::NotSent(request);
@@ -194,7 +195,7 @@ impl Connection {
             biased;
             exchanged = &mut call => exchanged,
             // The connection ended; what it had delivered is still read.
-            _ = driver => call.await,
+            _ = io => call.await,
         }
     }
 }
