@@ -10,6 +10,7 @@
 pub mod error;
 pub mod framing;
 mod plain;
+pub(crate) use plain::plain_u64;
 pub mod reply;
 
 pub use error::{ErrorCode, RequestError};

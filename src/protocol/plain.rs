@@ -55,6 +55,18 @@ pub(super) fn plain_message(text: &str) -> Option<Request<'_>> {
     })
 }
 
+/// The value of `digits`, ASCII digits only, as a plain integer: `None`
+/// for none, a leading zero, or a value beyond `u64`.
+pub(crate) fn plain_u64(digits: &[u8]) -> Option<u64> {
+    debug_assert!(digits.iter().all(u8::is_ascii_digit));
+    if digits.is_empty() || (digits[0] == b'0' && digits.len() > 1) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
+}
+
 /// Sets `slot`, or `None` if it was already set (a repeated field is for
 /// serde's pass to report).
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
@@ -140,15 +152,10 @@ impl<'a> Reader<'a> {
         self.skip_whitespace();
         let digits = self.digits();
         let text = &self.bytes()[digits..self.at];
-        if text.is_empty() || (text[0] == b'0' && text.len() > 1) {
-            return None;
-        }
         if let Some(b'.' | b'e' | b'E') = self.bytes().get(self.at) {
             return None;
         }
-        text.iter().try_fold(0u64, |value, &digit| {
-            value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-        })
+        plain_u64(text)
     }
 
     /// Skips ASCII digits; where they started.

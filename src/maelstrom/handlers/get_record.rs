@@ -7,7 +7,7 @@ use super::Ctx;
 use super::forced_failures::Forcing;
 use crate::core::{Outcome, ReadOutcome, ServiceId, Sharing};
 use crate::demo::in_process::{DemoCall, DemoRequest};
-use crate::protocol::{ErrorCode, RecordId, Request};
+use crate::protocol::{self, ErrorCode, RecordId, Request};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -142,11 +142,10 @@ fn plain_fields(kind: Kind, request: &Request<'_>) -> Option<(RecordId, u64, boo
 /// digits (no leading zero, sign, fraction or exponent), else `None`.
 fn plain_u64(raw: &str, max_digits: usize) -> Option<u64> {
     let digits = raw.as_bytes();
-    let plain = !digits.is_empty()
-        && digits.len() <= max_digits
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits[0] != b'0' || digits.len() == 1);
-    plain.then(|| raw.parse().ok())?
+    if digits.len() > max_digits || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    protocol::plain_u64(digits)
 }
 
 fn read(waiting: &Waiting, ctx: &mut Ctx<'_>) {

@@ -82,13 +82,23 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Writes `body` as the reply.
-    pub fn reply<B: ReplyBody>(&mut self, body: &B) {
+    /// Writes the reply's envelope head, unless the reply is dropped;
+    /// whether its body is to be written.
+    #[inline]
+    fn start_reply(&mut self) -> bool {
         if self.addressing.drops_reply() {
-            return;
+            return false;
         }
         self.addressing
             .write_head(self.out, self.node.node_id.as_deref());
+        true
+    }
+
+    /// Writes `body` as the reply.
+    pub fn reply<B: ReplyBody>(&mut self, body: &B) {
+        if !self.start_reply() {
+            return;
+        }
         reply::write_body(self.out, self.addressing.in_reply_to(), body);
     }
 
@@ -99,11 +109,9 @@ impl<'a> Ctx<'a> {
         &mut self,
         build: impl FnOnce(&Core<Waiter, DemoCall>, &NodeState, BodyWriter<'_>),
     ) {
-        if self.addressing.drops_reply() {
+        if !self.start_reply() {
             return;
         }
-        self.addressing
-            .write_head(self.out, self.node.node_id.as_deref());
         let writer = BodyWriter {
             out: self.out,
             in_reply_to: self.addressing.in_reply_to(),
@@ -119,11 +127,9 @@ impl<'a> Ctx<'a> {
         type_name: &'static str,
         fields: impl FnOnce(&mut reply::FieldWriter<'_>),
     ) {
-        if self.addressing.drops_reply() {
+        if !self.start_reply() {
             return;
         }
-        self.addressing
-            .write_head(self.out, self.node.node_id.as_deref());
         reply::write_body_fields(self.out, type_name, self.addressing.in_reply_to(), fields);
     }
 
@@ -135,11 +141,9 @@ impl<'a> Ctx<'a> {
     /// Writes an `error` reply whose text is `text_parts`, one after the
     /// other, written straight into the reply line.
     pub fn reply_error_text(&mut self, code: ErrorCode, text_parts: &[&str]) {
-        if self.addressing.drops_reply() {
+        if !self.start_reply() {
             return;
         }
-        self.addressing
-            .write_head(self.out, self.node.node_id.as_deref());
         reply::write_error_body(self.out, self.addressing.in_reply_to(), code, text_parts);
     }
 
