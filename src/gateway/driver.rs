@@ -17,7 +17,7 @@
 //! a task of its own at once.
 
 use super::commits::Commits;
-use super::engine::{Answer, Engine, Event, Incoming, Step};
+use super::engine::{Answer, Calls, Engine, Event, Incoming, Step};
 use super::upstream::{CallEnd, HttpJob};
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +48,7 @@ impl Driver {
     }
 
     /// Steps `event` in now, waking the timer if it must.
-    fn step(&self, event: Event) -> Result<Vec<HttpJob>, Stopped> {
+    fn step(&self, event: Event) -> Result<Calls, Stopped> {
         let Step { calls, wake_timer } =
             self.inspect(|engine| engine.step(event, Instant::now()))?;
         if wake_timer {
@@ -92,16 +92,11 @@ impl Driver {
                 self.spawn(call);
             }
         }
-        let mut answer = std::pin::pin!(answer);
+        // The call ends by its deadline, when the core answers without it:
+        // the answer is not waited for meanwhile, so that it comes with no
+        // wake-up of its own when the call's completion settles it.
         if let Some(call) = own {
-            let call = CallInClientTask::new(Arc::clone(self).make(call));
-            tokio::select! {
-                biased;
-                // The core answered first (the call's deadline passed): the
-                // call goes on in a task of its own.
-                answered = &mut answer => return answered.unwrap_or_else(|_| stopping()),
-                () = call => {}
-            }
+            CallInClientTask::new(Arc::clone(self).make(call)).await;
         }
         answer.await.unwrap_or_else(|_| stopping())
     }

@@ -32,8 +32,9 @@ use crate::core::{
 };
 use bytes::Bytes;
 use http::header::HeaderName;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
-use std::net::IpAddr;
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -43,11 +44,13 @@ pub struct Incoming {
     /// Index of the route it took.
     pub route: usize,
     pub method: Method,
-    pub path_and_query: String,
-    /// The client's headers.
+    pub path_and_query: PathAndQuery,
+    /// The headers the upstream is to get: the client's end-to-end ones,
+    /// with its address in `X-Forwarded-For`
+    /// ([`exchange::forward_request_headers`]). They are what the
+    /// upstream's answer can vary on, so they are what its copy is keyed by.
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub client: IpAddr,
     pub reply: oneshot::Sender<Answer>,
 }
 
@@ -165,10 +168,14 @@ pub struct Engine {
     armed: Option<Instant>,
 }
 
+/// The calls a step starts: most start one (a client's request) or none,
+/// so one is held without an allocation.
+pub type Calls = SmallVec<[HttpJob; 1]>;
+
 /// What a step leaves to do.
 pub struct Step {
     /// HTTP calls to make; their ends come back as events.
-    pub calls: Vec<HttpJob>,
+    pub calls: Calls,
     /// The next deadline is now earlier than the one the timer sleeps until.
     pub wake_timer: bool,
 }
@@ -321,12 +328,11 @@ impl Engine {
             let _ = incoming.reply.send(Answer::Degraded);
             return;
         }
-        let headers = exchange::forwarded_request_headers(&incoming.headers, incoming.client);
         match route.fallback {
             Fallback::Cache => {
                 let key = exchange::cache_key(
                     &incoming.method,
-                    &incoming.path_and_query,
+                    incoming.path_and_query.as_str(),
                     &incoming.headers,
                     &route.vary,
                 );
@@ -341,23 +347,29 @@ impl Engine {
                         Some((incoming.route, route.vary.clone())),
                     )
                 };
-                let (waiter, call) = passed_on(incoming, service, headers, keep);
+                let (waiter, call) = passed_on(incoming, service, keep);
                 self.core.read(waiter, service, &key, || call, sharing, now);
             }
             Fallback::None => {
-                let (waiter, call) = passed_on(incoming, service, headers, None);
+                let (waiter, call) = passed_on(incoming, service, None);
                 self.core.send(waiter, service, call, now);
             }
-            Fallback::Queue => self.write(incoming, headers, now),
+            Fallback::Queue => self.write(incoming, now),
         }
     }
 
-    fn write(&mut self, incoming: Incoming, mut headers: HeaderMap, now: Instant) {
-        let service = self.routes[incoming.route].service;
-        let fingerprint =
-            exchange::fingerprint(&incoming.method, &incoming.path_and_query, &incoming.body);
-        let client_key = incoming
-            .headers
+    fn write(&mut self, incoming: Incoming, now: Instant) {
+        let Incoming {
+            route,
+            method,
+            path_and_query,
+            mut headers,
+            body,
+            reply,
+        } = incoming;
+        let service = self.routes[route].service;
+        let fingerprint = exchange::fingerprint(&method, path_and_query.as_str(), &body);
+        let client_key = headers
             .get(&exchange::IDEMPOTENCY_KEY)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
@@ -367,14 +379,14 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| format!("grace-{public_id}"));
         let scoped_key = match &client_key {
-            Some(key) => format!("{}:{key}", exchange::key_scope(&incoming.headers)),
+            Some(key) => format!("{}:{key}", exchange::key_scope(&headers)),
             None => format!("grace:{public_id}"),
         };
         let stored = StoredRequest::new(
-            &incoming.method,
-            &incoming.path_and_query,
+            &method,
+            path_and_query.as_str(),
             &headers,
-            &incoming.body,
+            &body,
             &delivery_key,
         );
         if let Ok(value) = http::HeaderValue::from_str(&delivery_key) {
@@ -386,15 +398,15 @@ impl Engine {
             public_id: Some(public_id.clone()),
             stored: stored.to_json(),
             direct: HttpCall {
-                method: incoming.method,
-                path_and_query: incoming.path_and_query,
+                method,
+                path_and_query,
                 headers,
-                body: incoming.body,
+                body,
                 keep: None,
             },
         };
         let waiter = Waiter::Client {
-            reply: incoming.reply,
+            reply,
             service,
             write: Some((public_id, fingerprint)),
         };
@@ -495,8 +507,8 @@ impl Engine {
 
     /// Starts the calls the core emitted and sends the answers it has;
     /// returns the HTTP calls to make.
-    fn settle(&mut self, now: Instant) -> Vec<HttpJob> {
-        let mut jobs = Vec::new();
+    fn settle(&mut self, now: Instant) -> Calls {
+        let mut jobs = Calls::new();
         loop {
             let mut progressed = false;
             while let Some(call) = self.core.poll_call() {
@@ -608,12 +620,11 @@ pub fn stored_request(payload: &[u8]) -> Result<StoredRequest, String> {
     StoredRequest::from_json(payload)
 }
 
-/// A read or plain call that passes `incoming` on to `service` with the
-/// forwarded `headers`: the client waiting for it, and the call.
+/// A read or plain call that passes `incoming` on to `service`: the
+/// client waiting for it, and the call.
 fn passed_on(
     incoming: Incoming,
     service: ServiceId,
-    headers: HeaderMap,
     keep: Option<(usize, Vec<HeaderName>)>,
 ) -> (Waiter, HttpCall) {
     let waiter = Waiter::Client {
@@ -624,7 +635,7 @@ fn passed_on(
     let call = HttpCall {
         method: incoming.method,
         path_and_query: incoming.path_and_query,
-        headers,
+        headers: incoming.headers,
         body: incoming.body,
         keep,
     };

@@ -52,20 +52,30 @@ const PROBLEM_JSON: &str = "application/problem+json";
 /// Headers that describe one connection, not the message: never forwarded
 /// either way (RFC 9110 §7.6.1), nor are the headers `Connection` names,
 /// nor any `Proxy-*` header (they are between a client and its proxy).
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 /// The prefix of the proxy headers (`Proxy-Authorization`,
 /// `Proxy-Authenticate`, `Proxy-Authentication-Info`, `Proxy-Connection`).
 const PROXY_PREFIX: &str = "proxy-";
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with(PROXY_PREFIX)
+}
+
 /// Removes hop-by-hop headers, and those `Connection` lists.
+///
+/// Most messages have none: one look at each name settles that, and only
+/// a message that has some pays for their removal.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let mut listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -73,42 +83,57 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    listed.extend(
-        headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(PROXY_PREFIX))
-            .cloned(),
-    );
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+    listed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
     for name in listed {
         headers.remove(name);
     }
 }
 
-/// The headers an upstream request carries: the client's end-to-end ones,
-/// without `Host` (the upstream's own is set by the client library), with
-/// the client's address appended to `X-Forwarded-For`.
-pub fn forwarded_request_headers(from_client: &HeaderMap, client: IpAddr) -> HeaderMap {
-    let mut headers = from_client.clone();
-    strip_hop_by_hop(&mut headers);
+/// The address a client connected from, and the `X-Forwarded-For` entry
+/// it makes, written once per connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    pub ip: IpAddr,
+    /// `ip` as a header value.
+    forwarded_for: HeaderValue,
+}
+
+impl ClientAddress {
+    pub fn new(ip: IpAddr) -> Self {
+        ClientAddress {
+            ip,
+            forwarded_for: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
+        }
+    }
+}
+
+/// Turns a client's headers into those its upstream request carries: the
+/// end-to-end ones, without `Host` (the upstream's own is set by the
+/// client library), with the client's address appended to
+/// `X-Forwarded-For`.
+pub fn forward_request_headers(headers: &mut HeaderMap, client: &ClientAddress) {
+    strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    // Several header lines are one comma-separated list.
-    let mut chain = String::new();
-    for earlier in headers
+    let mut earlier = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
-    {
+        .peekable();
+    if earlier.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
+        return;
+    }
+    // Several header lines are one comma-separated list.
+    let mut chain = String::new();
+    for earlier in earlier {
         chain.push_str(earlier);
         chain.push_str(", ");
     }
-    let _ = write!(chain, "{client}");
+    let _ = write!(chain, "{}", client.ip);
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers
 }
 
 /// A request's key in the fallback cache: what makes two requests ask for
@@ -157,7 +182,7 @@ const NARROWING: [HeaderName; 6] = [
 /// its answer (a `206`, a `304`) answers no other request, so it is neither
 /// shared with identical requests in flight nor kept as a copy.
 pub fn is_partial_or_conditional(headers: &HeaderMap) -> bool {
-    NARROWING.iter().any(|name| headers.contains_key(name))
+    headers.keys().any(|name| NARROWING.contains(name))
 }
 
 /// Whether a fresh answer to a GET on a cache route may be kept, and for
@@ -329,10 +354,13 @@ fn with_circuit(mut response: Response<Body>, circuit: BreakerState) -> Response
 /// gone).
 pub fn fresh(answer: &CoreResponse, circuit: BreakerState) -> Response<Body> {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    with_circuit(
-        response(status, (*answer.headers).clone(), answer.body.clone()),
-        circuit,
-    )
+    // Room for the headers grace adds (its circuit, and a stale copy's
+    // two), so that adding them never grows the map.
+    let mut headers = HeaderMap::with_capacity(answer.headers.len() + 3);
+    for (name, value) in answer.headers.iter() {
+        headers.append(name.clone(), value.clone());
+    }
+    with_circuit(response(status, headers, answer.body.clone()), circuit)
 }
 
 /// A repeat of a delivered write: the answer its delivery got, as the
@@ -494,16 +522,23 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_appended_to_and_host_dropped() {
-        let client: IpAddr = "10.0.0.7".parse().unwrap();
-        let forwarded = forwarded_request_headers(
-            &headers(&[("host", "grace"), ("x-forwarded-for", "1.2.3.4")]),
-            client,
-        );
+        let client = ClientAddress::new("10.0.0.7".parse().unwrap());
+        let mut forwarded = headers(&[
+            ("host", "grace"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+        ]);
+        forward_request_headers(&mut forwarded, &client);
         assert_eq!(
             forwarded.get(&X_FORWARDED_FOR).unwrap(),
-            "1.2.3.4, 10.0.0.7"
+            "1.2.3.4, 5.6.7.8, 10.0.0.7"
         );
+        assert_eq!(forwarded.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert!(forwarded.get(header::HOST).is_none());
+        let mut first_hop = headers(&[("accept", "*/*")]);
+        forward_request_headers(&mut first_hop, &client);
+        assert_eq!(first_hop.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.7");
+        assert_eq!(first_hop.get(header::ACCEPT).unwrap(), "*/*");
     }
 
     #[test]

@@ -46,6 +46,7 @@ use commits::Commits;
 use config::GatewayConfig;
 use driver::Driver;
 use engine::Engine;
+use exchange::ClientAddress;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -210,14 +211,16 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         public_listener,
         limits,
         stop.clone(),
-        move |peer, request| Arc::clone(&public).handle(peer, request),
+        move |peer: SocketAddr| {
+            let public = Arc::clone(&public);
+            let client = ClientAddress::new(peer.ip());
+            move |request| Arc::clone(&public).handle(client.clone(), request)
+        },
     ));
-    let admin_connections = tokio::spawn(accept(
-        admin_listener,
-        limits,
-        stop.clone(),
-        move |_, request| Arc::clone(&admin).handle(request),
-    ));
+    let admin_connections = tokio::spawn(accept(admin_listener, limits, stop.clone(), move |_| {
+        let admin = Arc::clone(&admin);
+        move |request| Arc::clone(&admin).handle(request)
+    }));
     println!(
         "{}",
         serde_json::json!({ "listen": addresses.0.to_string(), "admin": addresses.1.to_string() })
@@ -263,16 +266,18 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
     }
 }
 
-/// Accepts connections on `listener` until `stop`, serving each with
-/// `handle` under `limits`; returns the connections still open.
-async fn accept<H, F, B>(
+/// Accepts connections on `listener` until `stop`, serving each with the
+/// request handler `connected` makes for its peer, under `limits`; returns
+/// the connections still open.
+async fn accept<C, H, F, B>(
     listener: TcpListener,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
-    handle: H,
+    connected: C,
 ) -> JoinSet<()>
 where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    C: Fn(SocketAddr) -> H,
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -288,10 +293,10 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
+        let handle = connected(peer);
         let mut stop = stop.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| handle(peer, request));
+            let service = service_fn(handle);
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)

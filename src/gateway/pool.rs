@@ -53,7 +53,9 @@ pub struct Pool {
     authority: Authority,
     /// The `Host` every request carries: the upstream's authority.
     host: Option<http::HeaderValue>,
-    idle: Mutex<Vec<(Connection, Instant)>>,
+    /// Boxed: a connection's state is large, and it moves in and out of
+    /// here on every call.
+    idle: Mutex<Vec<(Box<Connection>, Instant)>>,
 }
 
 /// How one exchange on a connection went.
@@ -109,33 +111,37 @@ impl Pool {
     }
 
     /// An idle connection that is still open, if there is one.
-    fn take(&self) -> Option<Connection> {
+    fn take(&self) -> Option<Box<Connection>> {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((mut connection, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && connection.is_open() {
+            if now.duration_since(since) < IDLE_TIMEOUT && connection.is_open() {
                 return Some(connection);
             }
         }
         None
     }
 
-    fn put_back(&self, mut connection: Connection) {
-        if !connection.is_open() {
+    /// Keeps `connection` for the next call. Whether the upstream closed it
+    /// meanwhile is seen when it is taken.
+    fn put_back(&self, connection: Box<Connection>) {
+        if connection.sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // The longest idle are first: those past their time are closed.
         let expired = idle
             .iter()
-            .take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT)
+            .take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
             .count();
         idle.drain(..expired);
         if idle.len() < MAX_IDLE {
-            idle.push((connection, Instant::now()));
+            idle.push((connection, now));
         }
     }
 
-    async fn connect(&self) -> Result<Connection, ExchangeError> {
+    async fn connect(&self) -> Result<Box<Connection>, ExchangeError> {
         let address = format!(
             "{}:{}",
             self.authority.host(),
@@ -148,7 +154,7 @@ impl Pool {
         let (sender, io) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|err| ExchangeError::Http(err.to_string()))?;
-        Ok(Connection { sender, io })
+        Ok(Box::new(Connection { sender, io }))
     }
 }
 
@@ -191,11 +197,22 @@ impl Connection {
             }
         };
         let mut call = std::pin::pin!(call);
-        tokio::select! {
-            biased;
-            exchanged = &mut call => exchanged,
-            // The connection ended; what it had delivered is still read.
-            _ = io => call.await,
-        }
+        let mut io_ended = false;
+        // The call's steps and the connection's I/O hand over to each other
+        // (a request queued, an answer parsed, its body read) within one
+        // wake-up: the call is looked at again after the I/O ran, rather
+        // than in a further wake-up of the task.
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(exchanged) = call.as_mut().poll(cx) {
+                return Poll::Ready(exchanged);
+            }
+            if !io_ended {
+                // The connection ended; what it had delivered is still read.
+                io_ended = Pin::new(&mut *io).poll(cx).is_ready();
+                return call.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
     }
 }

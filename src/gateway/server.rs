@@ -12,17 +12,17 @@
 use super::config::{GatewayConfig, RouteConfig};
 use super::driver::Driver;
 use super::engine::{AdminRequest, Answer, Event, Incoming};
-use super::exchange::{self, Body};
+use super::exchange::{self, Body, ClientAddress};
 use super::metrics::{Metrics, RequestOutcome};
 use super::routes::Router;
 use crate::core::queue::WriteStatus;
 use crate::core::{CallFailure, Cause, ReadOutcome, SendOutcome, WriteOutcome, WriteSnapshot};
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming as IncomingBody;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, oneshot};
@@ -77,20 +77,20 @@ impl Public {
         self.limits
     }
 
-    /// Answers one request from `peer`.
+    /// Answers one request from `client`.
     pub async fn handle(
         self: Arc<Self>,
-        peer: SocketAddr,
+        client: ClientAddress,
         request: Request<IncomingBody>,
     ) -> Result<Response<Body>, Infallible> {
-        let path = request.uri().path().to_string();
+        let path = request.uri().path();
         let body_unread = Unread::of(&request);
         if let Some(public_id) = path.strip_prefix(REQUEST_STATUS_PREFIX) {
             let answer = self.request_status(request.method(), public_id).await;
             return Ok(body_unread.close_after(answer));
         }
-        let Some(route) = self.router.route(request.method(), &path) else {
-            let allowed = self.router.methods_for(&path);
+        let Some(route) = self.router.route(request.method(), path) else {
+            let allowed = self.router.methods_for(path);
             let answer = if !allowed.is_empty() {
                 let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 let mut answer = exchange::problem(
@@ -112,7 +112,7 @@ impl Public {
             self.metrics.request(None, RequestOutcome::Rejected);
             return Ok(body_unread.close_after(answer));
         };
-        let (answer, outcome) = self.forward(route, peer, request).await;
+        let (answer, outcome) = self.forward(route, &client, request).await;
         self.metrics.request(Some(route), outcome);
         Ok(answer)
     }
@@ -120,13 +120,13 @@ impl Public {
     async fn forward(
         &self,
         route: usize,
-        peer: SocketAddr,
+        client: &ClientAddress,
         request: Request<IncomingBody>,
     ) -> (Response<Body>, RequestOutcome) {
         let rejected = |answer| (answer, RequestOutcome::Rejected);
         let body_unread = Unread::of(&request);
         // A bulkhead, not a queue: beyond the limit, say so at once.
-        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
             let mut answer = exchange::problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many requests in flight; retry shortly",
@@ -143,24 +143,45 @@ impl Public {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
-        // Never read to its end.
-        let too_large = || {
-            Unread::Body.close_after(exchange::problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "the body is larger than {} bytes",
-                    self.limits.max_body_bytes
-                ),
-                serde_json::Value::Null,
-            ))
-        };
         if declared.is_some_and(|length| length > self.limits.max_body_bytes as u64) {
-            return rejected(too_large());
+            return rejected(self.too_large());
         }
+        let body = match body_unread {
+            // No body: nothing to read, nothing to time.
+            Unread::Nothing => Bytes::new(),
+            Unread::Body => match self.read_body(body).await {
+                Ok(body) => body,
+                Err(answer) => return rejected(answer),
+            },
+        };
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut headers = parts.headers;
+        exchange::forward_request_headers(&mut headers, client);
+        let answer = self
+            .driver
+            .request(|reply| Incoming {
+                route,
+                method: parts.method,
+                path_and_query,
+                headers,
+                body,
+                reply,
+            })
+            .await;
+        respond(&self.routes[route], answer)
+    }
+
+    /// A request's whole body, or the answer to give instead when it is
+    /// larger than allowed or does not arrive in time.
+    async fn read_body(&self, body: IncomingBody) -> Result<Bytes, Response<Body>> {
         let read = Limited::new(body, self.limits.max_body_bytes).collect();
-        let body = match tokio::time::timeout(self.limits.body_read_timeout, read).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) => return rejected(too_large()),
+        match tokio::time::timeout(self.limits.body_read_timeout, read).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(_)) => Err(self.too_large()),
             Err(_) => {
                 // A slow body holds a place in flight: give it back, and
                 // end the connection (the rest of the body never came).
@@ -172,27 +193,21 @@ impl Public {
                     ),
                     serde_json::Value::Null,
                 );
-                return rejected(Unread::Body.close_after(answer));
+                Err(Unread::Body.close_after(answer))
             }
-        };
-        let path_and_query = parts.uri.path_and_query().map_or_else(
-            || parts.uri.path().to_string(),
-            |pq| pq.as_str().to_string(),
-        );
-        let client = peer.ip();
-        let answer = self
-            .driver
-            .request(|reply| Incoming {
-                route,
-                method: parts.method,
-                path_and_query,
-                headers: parts.headers,
-                body,
-                client,
-                reply,
-            })
-            .await;
-        respond(&self.routes[route], answer)
+        }
+    }
+
+    /// `413`, the connection closed after it: the body is never read to its end.
+    fn too_large(&self) -> Response<Body> {
+        Unread::Body.close_after(exchange::problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the body is larger than {} bytes",
+                self.limits.max_body_bytes
+            ),
+            serde_json::Value::Null,
+        ))
     }
 
     /// `GET /grace/requests/{id}`: where a queued write stands.

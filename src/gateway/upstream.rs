@@ -32,7 +32,7 @@ pub const MAX_UPSTREAM_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug)]
 pub struct HttpCall {
     pub method: Method,
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     /// End-to-end headers to send (hop-by-hop ones already gone).
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -169,7 +169,7 @@ impl HttpJob {
 /// A request ready to send.
 struct Outgoing {
     method: Method,
-    path_and_query: String,
+    path_and_query: PathAndQuery,
     headers: HeaderMap,
     body: Bytes,
     keep: Option<(usize, Vec<HeaderName>)>,
@@ -188,9 +188,11 @@ fn outgoing(call: Call<HttpCall>) -> Result<Outgoing, String> {
         CallRequest::Deliver(delivery) => {
             let stored = StoredRequest::from_json(&delivery.payload)?;
             let (method, headers, body) = stored.decode()?;
+            let path_and_query = PathAndQuery::try_from(stored.path_and_query)
+                .map_err(|err| format!("bad path: {err}"))?;
             Outgoing {
                 method,
-                path_and_query: stored.path_and_query,
+                path_and_query,
                 headers,
                 body,
                 keep: None,
@@ -210,10 +212,7 @@ async fn send(pool: &Pool, request: Outgoing) -> Sent {
         result: CallResult::Failed(failure),
         learned: None,
     };
-    let uri = match PathAndQuery::from_maybe_shared(Bytes::from(request.path_and_query)) {
-        Ok(path_and_query) => Uri::from(path_and_query),
-        Err(err) => return failed(CallFailure::Broken(format!("bad path: {err}"))),
-    };
+    let uri = Uri::from(request.path_and_query);
     let mut builder = Request::builder().method(request.method).uri(uri);
     if let Some(headers) = builder.headers_mut() {
         *headers = request.headers;
@@ -267,10 +266,10 @@ fn keep(
 impl Demo {
     /// The demo API's answer, as if it came over HTTP.
     fn answer(&self, request: Outgoing) -> CallResult {
-        let (path, query) = match request.path_and_query.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (request.path_and_query.as_str(), None),
-        };
+        let (path, query) = (
+            request.path_and_query.path(),
+            request.path_and_query.query(),
+        );
         let answer = match api::resolve(&request.method, path) {
             Endpoint::CreateOrder => {
                 let key = request
