@@ -16,7 +16,7 @@ use crate::core::cache::CachedCopy;
 use crate::core::queue::StoredResponse;
 use crate::core::{Response as CoreResponse, Storage};
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
@@ -210,6 +210,33 @@ pub fn storage_for(status: StatusCode, headers: &HeaderMap, vary_known: bool) ->
     Storage::Keep {
         max_stale: stale_if_error.map(Duration::from_secs),
     }
+}
+
+/// A copy of an answer's headers and body in one allocation of their own.
+///
+/// hyper hands an answer's header values and body out as slices of its
+/// read buffer, and a slice keeps the whole buffer alive: a cached copy of
+/// a two-byte body held on to more than 5 KB. A copy that is kept is made
+/// to own just its bytes.
+pub fn detached(headers: &HeaderMap, body: &Bytes) -> (HeaderMap, Bytes) {
+    let values: usize = headers.values().map(|value| value.len()).sum();
+    let mut bytes = BytesMut::with_capacity(values + body.len());
+    for value in headers.values() {
+        bytes.extend_from_slice(value.as_bytes());
+    }
+    bytes.extend_from_slice(body);
+    let bytes = bytes.freeze();
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    let mut start = 0;
+    for (name, value) in headers {
+        let end = start + value.len();
+        let mut owned = HeaderValue::from_maybe_shared(bytes.slice(start..end))
+            .expect("the bytes of a valid header value");
+        owned.set_sensitive(value.is_sensitive());
+        copy.append(name.clone(), owned);
+        start = end;
+    }
+    (copy, bytes.slice(start..))
 }
 
 /// The header names an answer varies on; `None` for `Vary: *` (it varies
@@ -518,6 +545,43 @@ mod tests {
         strip_hop_by_hop(&mut map);
         let names: Vec<&str> = map.keys().map(|name| name.as_str()).collect();
         assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn a_detached_copy_has_the_same_headers_and_body_and_none_of_the_buffer() {
+        // As hyper hands an answer out: every part a slice of one buffer.
+        let buffer = Bytes::from(vec![b'x'; 8192]);
+        let within = |bytes: &[u8]| {
+            let start = buffer.as_ptr() as usize;
+            (start..start + buffer.len()).contains(&(bytes.as_ptr() as usize))
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_maybe_shared(buffer.slice(0..10)).unwrap(),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_maybe_shared(buffer.slice(10..13)).unwrap(),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_maybe_shared(buffer.slice(13..14)).unwrap(),
+        );
+        let mut secret = HeaderValue::from_maybe_shared(buffer.slice(14..20)).unwrap();
+        secret.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, secret);
+        let body = buffer.slice(100..102);
+        assert!(headers.values().all(|value| within(value.as_bytes())) && within(&body));
+
+        let (copy, copied_body) = detached(&headers, &body);
+        assert_eq!(copy, headers);
+        assert_eq!(copied_body, body);
+        assert!(copy.get(header::AUTHORIZATION).unwrap().is_sensitive());
+        assert!(
+            copy.values().all(|value| !within(value.as_bytes())) && !within(&copied_body),
+            "a kept copy must not hold on to the buffer it came in"
+        );
     }
 
     #[test]
