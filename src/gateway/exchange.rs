@@ -226,14 +226,15 @@ pub fn detached(headers: &HeaderMap, body: &Bytes) -> (HeaderMap, Bytes) {
     }
     bytes.extend_from_slice(body);
     let bytes = bytes.freeze();
-    let mut copy = HeaderMap::with_capacity(headers.len());
+    // The same map, each value then pointed at its copy.
+    let mut copy = headers.clone();
     let mut start = 0;
-    for (name, value) in headers {
+    for value in copy.values_mut() {
         let end = start + value.len();
-        let mut owned = HeaderValue::from_maybe_shared(bytes.slice(start..end))
+        let sensitive = value.is_sensitive();
+        *value = HeaderValue::from_maybe_shared(bytes.slice(start..end))
             .expect("the bytes of a valid header value");
-        owned.set_sensitive(value.is_sensitive());
-        copy.append(name.clone(), owned);
+        value.set_sensitive(sensitive);
         start = end;
     }
     (copy, bytes.slice(start..))

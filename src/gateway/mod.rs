@@ -304,6 +304,8 @@ where
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let stopping = tokio::select! {
+                // The connection is what wakes this task; the stop, once.
+                biased;
                 _ = connection.as_mut() => false,
                 stopped = stop.wait_for(|stopping| *stopping) => stopped.is_ok(),
             };
