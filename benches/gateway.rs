@@ -2,15 +2,19 @@
 //! fast it answers when the service is gone.
 //!
 //! Starts `grace demo-upstream`, then loads it over keep-alive connections
-//! with the bench's own load generator (`support::http_load`), in four
-//! scenarios, each round alternating their order:
+//! with the bench's own load generator (`support::http_load`), in four or
+//! five scenarios, each round alternating their order:
 //!
 //! - the upstream alone (the baseline);
 //! - grace in front of it, healthy (every request is a call);
 //! - grace with the upstream hung (it accepts and never answers): once the
 //!   breaker opens, every answer is a stale copy;
 //! - grace with the upstream refusing connections: the breaker open, stale
-//!   copies.
+//!   copies;
+//! - when nginx is installed, nginx as a plain reverse proxy in front of the
+//!   same upstream (`benches/outage/nginx-plain.conf`: two workers,
+//!   upstream keep-alive, no cache): a reference for what a lean proxy
+//!   costs on this machine, not a target.
 //!
 //! Each grace scenario starts a fresh `grace serve` (so no breaker carries
 //! over), GETs every key once while the upstream is healthy (so every key
@@ -38,7 +42,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +50,7 @@ use support::http_load::{
     self, ClosedLoop, ClosedLoopReport, Connections, Latencies, OpenLoop, ms,
 };
 use support::run::{median, verdict};
-use support::servers::{self, DemoUpstream, Fault, Gateway};
+use support::servers::{self, DemoUpstream, Fault, Gateway, Nginx, Peer};
 use support::settings::BenchEnv;
 
 /// Users in the key set (`GET /users/1` ... `/users/100`).
@@ -96,22 +99,31 @@ impl Settings {
     }
 }
 
-/// The four closed-loop scenarios.
+/// The closed-loop scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     UpstreamAlone,
     GraceHealthy,
     GraceUpstreamHung,
     GraceUpstreamRefused,
+    NginxPlain,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
-        Scenario::UpstreamAlone,
-        Scenario::GraceHealthy,
-        Scenario::GraceUpstreamHung,
-        Scenario::GraceUpstreamRefused,
-    ];
+    /// Every scenario this machine can run: nginx's only where it is
+    /// installed. The first is the baseline, the second healthy grace.
+    fn all() -> Vec<Scenario> {
+        let mut all = vec![
+            Scenario::UpstreamAlone,
+            Scenario::GraceHealthy,
+            Scenario::GraceUpstreamHung,
+            Scenario::GraceUpstreamRefused,
+        ];
+        if servers::find_program(Peer::Nginx.program()).is_some() {
+            all.push(Scenario::NginxPlain);
+        }
+        all
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -119,13 +131,16 @@ impl Scenario {
             Scenario::GraceHealthy => "grace, upstream healthy",
             Scenario::GraceUpstreamHung => "grace, upstream hung (stale)",
             Scenario::GraceUpstreamRefused => "grace, upstream refused (breaker open)",
+            Scenario::NginxPlain => "nginx, plain proxy (reference)",
         }
     }
 
     /// The fault the upstream shows while measured.
     fn fault(self) -> Fault {
         match self {
-            Scenario::UpstreamAlone | Scenario::GraceHealthy => Fault::Healthy,
+            Scenario::UpstreamAlone | Scenario::GraceHealthy | Scenario::NginxPlain => {
+                Fault::Healthy
+            }
             Scenario::GraceUpstreamHung => Fault::Hang,
             Scenario::GraceUpstreamRefused => Fault::Refuse,
         }
@@ -241,6 +256,15 @@ impl Bench {
     fn run(&mut self, scenario: Scenario) -> Result<ClosedLoopReport> {
         let report = match scenario {
             Scenario::UpstreamAlone => self.closed_loop(self.upstream.listen),
+            Scenario::NginxPlain => {
+                let nginx = Nginx::start(
+                    "nginx-plain",
+                    "nginx-plain.conf",
+                    &[("UPSTREAM", self.upstream.listen.to_string())],
+                    self.dir.path(),
+                )?;
+                self.closed_loop(nginx.listen)
+            }
             _ => {
                 let gateway = self.ready_grace(scenario)?;
                 let report = self.closed_loop(gateway.listen);
@@ -354,13 +378,14 @@ fn main() -> Result<()> {
         paths: user_paths(),
         gateways_started: 0,
     };
-    let mut reports: Vec<Vec<ClosedLoopReport>> = vec![Vec::new(); Scenario::ALL.len()];
+    let scenarios = Scenario::all();
+    let mut reports: Vec<Vec<ClosedLoopReport>> = vec![Vec::new(); scenarios.len()];
     let mut fixed: [Vec<Latencies>; 2] = [Vec::new(), Vec::new()];
     for round in 0..bench.settings.rounds {
         // Rotate the order so no scenario always runs first.
-        for step in 0..Scenario::ALL.len() {
-            let index = (round + step) % Scenario::ALL.len();
-            let scenario = Scenario::ALL[index];
+        for step in 0..scenarios.len() {
+            let index = (round + step) % scenarios.len();
+            let scenario = scenarios[index];
             let report = bench.run(scenario)?;
             println!(
                 "  round {}: {:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
@@ -383,7 +408,7 @@ fn main() -> Result<()> {
             fixed[which].push(latencies);
         }
     }
-    report(&bench.settings, &reports, &fixed, bench.dir.path());
+    report(&bench.settings, &scenarios, &reports, &fixed);
     Ok(())
 }
 
@@ -396,9 +421,9 @@ fn print_load_average() {
 
 fn report(
     settings: &Settings,
+    scenarios: &[Scenario],
     reports: &[Vec<ClosedLoopReport>],
     fixed: &[Vec<Latencies>; 2],
-    _dir: &Path,
 ) {
     let all: Vec<Figures> = reports.iter().map(|r| figures(r)).collect();
     let alone = all[0].rate;
@@ -408,7 +433,7 @@ fn report(
         settings.connections, settings.rounds
     );
     println!("| scenario | req/s | p50 ms | p99 ms | vs upstream alone |\n|---|---|---|---|---|");
-    for (scenario, figures) in Scenario::ALL.iter().zip(&all) {
+    for (scenario, figures) in scenarios.iter().zip(&all) {
         println!(
             "| {} | {:.0} | {:.2} | {:.2} | {:.1} % |",
             scenario.label(),
@@ -435,6 +460,17 @@ fn report(
     let added = p99(1).saturating_sub(p99(0));
     let ratio = all[1].rate / alone;
     println!();
+    if let Some(nginx) = scenarios
+        .iter()
+        .position(|scenario| *scenario == Scenario::NginxPlain)
+    {
+        println!(
+            "reference: nginx as a plain proxy reaches {:.1} % of the upstream alone; \
+             healthy grace reaches {:.1} % of nginx's rate",
+            100.0 * all[nginx].rate / alone,
+            100.0 * all[1].rate / all[nginx].rate,
+        );
+    }
     if settings.bench.smoke {
         println!("smoke run: figures too short to judge the targets; every answer was checked");
     }
