@@ -23,7 +23,6 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,38 +72,38 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Most messages have none: one look at each name settles that, and only
 /// a message that has some pays for their removal.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut listed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    if listed.is_empty() {
         return;
     }
-    let mut listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    listed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
+    // `Connection` is among them when it names any.
+    listed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
     for name in listed {
         headers.remove(name);
     }
 }
 
-/// The address a client connected from, and the `X-Forwarded-For` entry
-/// it makes, written once per connection rather than once per request.
+/// The address a client connected from, as the `X-Forwarded-For` entry it
+/// makes: written once per connection rather than once per request.
 #[derive(Debug, Clone)]
-pub struct ClientAddress {
-    pub ip: IpAddr,
-    /// `ip` as a header value.
-    forwarded_for: HeaderValue,
-}
+pub struct ClientAddress(HeaderValue);
 
 impl ClientAddress {
     pub fn new(ip: IpAddr) -> Self {
-        ClientAddress {
-            ip,
-            forwarded_for: HeaderValue::from_str(&ip.to_string())
-                .expect("an IP address is a valid header value"),
-        }
+        ClientAddress(
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value"),
+        )
     }
 }
 
@@ -121,17 +120,17 @@ pub fn forward_request_headers(headers: &mut HeaderMap, client: &ClientAddress) 
         .filter_map(|value| value.to_str().ok())
         .peekable();
     if earlier.peek().is_none() {
-        headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
+        headers.insert(X_FORWARDED_FOR, client.0.clone());
         return;
     }
     // Several header lines are one comma-separated list.
-    let mut chain = String::new();
+    let mut chain = Vec::new();
     for earlier in earlier {
-        chain.push_str(earlier);
-        chain.push_str(", ");
+        chain.extend_from_slice(earlier.as_bytes());
+        chain.extend_from_slice(b", ");
     }
-    let _ = write!(chain, "{}", client.ip);
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    chain.extend_from_slice(client.0.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
 }

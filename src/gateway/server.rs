@@ -112,7 +112,7 @@ impl Public {
             self.metrics.request(None, RequestOutcome::Rejected);
             return Ok(body_unread.close_after(answer));
         };
-        let (answer, outcome) = self.forward(route, &client, request).await;
+        let (answer, outcome) = self.forward(route, &client, request, body_unread).await;
         self.metrics.request(Some(route), outcome);
         Ok(answer)
     }
@@ -122,9 +122,9 @@ impl Public {
         route: usize,
         client: &ClientAddress,
         request: Request<IncomingBody>,
+        body_unread: Unread,
     ) -> (Response<Body>, RequestOutcome) {
         let rejected = |answer| (answer, RequestOutcome::Rejected);
-        let body_unread = Unread::of(&request);
         // A bulkhead, not a queue: beyond the limit, say so at once.
         let Ok(_permit) = self.in_flight.try_acquire() else {
             let mut answer = exchange::problem(
