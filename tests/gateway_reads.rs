@@ -333,6 +333,43 @@ fn an_open_breaker_serves_the_copy_without_calling_the_upstream() {
 }
 
 #[test]
+fn the_copy_kept_is_the_last_good_answer_whichever_part_of_it_changed() {
+    let upstream = ScriptedUpstream::start(|_| canned(500, &[], "not yet"));
+    let gateway = things_gateway(&upstream, "", "cache");
+    let answered_with = |path: &str, etag: &'static str, body: &'static str| {
+        upstream.set_script(move |_| canned(200, &[("etag", etag)], body));
+        let reply = gateway.get(path);
+        assert_fresh(&reply, body);
+        assert_eq!(reply.header("etag"), Some(etag), "{reply:?}");
+    };
+    // Each copy sees the same answer again (kept), then one part of it
+    // change alone (replaced), then that answer again.
+    answered_with("/things/1", "\"1\"", "first");
+    answered_with("/things/1", "\"1\"", "first");
+    answered_with("/things/1", "\"2\"", "first");
+    answered_with("/things/1", "\"2\"", "first");
+    answered_with("/things/2", "\"1\"", "first");
+    answered_with("/things/2", "\"1\"", "first");
+    answered_with("/things/2", "\"1\"", "later");
+    answered_with("/things/2", "\"1\"", "later");
+    fail_from_now_on(&upstream);
+    let header_changed = gateway.get("/things/1");
+    assert_stale(&header_changed, "first");
+    assert_eq!(
+        header_changed.header("etag"),
+        Some("\"2\""),
+        "{header_changed:?}"
+    );
+    let body_changed = gateway.get("/things/2");
+    assert_stale(&body_changed, "later");
+    assert_eq!(
+        body_changed.header("etag"),
+        Some("\"1\""),
+        "{body_changed:?}"
+    );
+}
+
+#[test]
 fn age_counts_the_seconds_since_the_copy_was_fetched() {
     let upstream = DemoUpstream::spawn();
     let gateway = demo_gateway(&upstream, "");

@@ -64,31 +64,66 @@ impl CachedCopy {
     }
 }
 
+/// Makes the copy the cache keeps of an answer. The demo's answers own
+/// their bytes and are shared as they are; the gateway's are slices of
+/// hyper's read buffer, and a kept copy must own its bytes or it would keep
+/// the whole buffer alive.
+pub type KeptCopy = fn(&Arc<Response>) -> Arc<Response>;
+
 /// Last good answers, least recently used forgotten first.
 pub struct FallbackCache {
     entries: LruCache<ServiceKey, CachedCopy>,
     capacity: NonZeroUsize,
+    kept_copy: KeptCopy,
     /// Builds lookup keys without allocating.
     scratch: Vec<u8>,
     fallbacks_served: u64,
 }
 
 impl FallbackCache {
-    /// A cache of at most `capacity` copies (at least one).
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` copies (at least one), each made by
+    /// `kept_copy`.
+    pub fn new(capacity: usize, kept_copy: KeptCopy) -> Self {
         FallbackCache {
             entries: LruCache::unbounded(),
             capacity: NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            kept_copy,
             scratch: Vec::new(),
             fallbacks_served: 0,
         }
     }
 
-    /// Keeps `copy` under `key`, replacing any older one.
-    pub fn store(&mut self, key: ServiceKey, copy: CachedCopy) {
-        if self.entries.len() >= self.capacity.get() && !self.entries.contains(&key) {
+    /// Keeps a copy of `answer`, fetched at `fetched_at`, under `key`,
+    /// replacing any older one.
+    ///
+    /// When the copy already kept is the same answer (a healthy service
+    /// answers a read with the same bytes over and over), it is only made
+    /// younger: no copy is made and none released, which on a busy key is
+    /// every answer but the first.
+    pub fn keep(
+        &mut self,
+        key: ServiceKey,
+        answer: &Arc<Response>,
+        fetched_at: Instant,
+        max_stale: Duration,
+    ) {
+        let kept_copy = self.kept_copy;
+        if let Some(kept) = self.entries.get_mut(&key) {
+            if !kept.response.is_same_answer(answer) {
+                kept.response = kept_copy(answer);
+            }
+            kept.fetched_at = fetched_at;
+            kept.max_stale = max_stale;
+            return;
+        }
+        if self.entries.len() >= self.capacity.get() {
             self.entries.pop_lru();
         }
+        let copy = CachedCopy {
+            response: kept_copy(answer),
+            fetched_at,
+            max_stale,
+        };
         self.entries.put(key, copy);
     }
 
@@ -142,21 +177,32 @@ mod tests {
         )
     }
 
-    fn copy(body: &'static str, fetched_at: Instant) -> CachedCopy {
-        CachedCopy {
-            response: Arc::new(Response::new(200, body, Storage::Keep { max_stale: None })),
-            fetched_at,
-            max_stale: 60 * SEC,
-        }
+    fn answer(body: &'static str) -> Arc<Response> {
+        Arc::new(Response::new(200, body, Storage::Keep { max_stale: None }))
+    }
+
+    fn cache(capacity: usize) -> FallbackCache {
+        FallbackCache::new(capacity, Arc::clone)
+    }
+
+    /// Keeps `body` under `key` of `service`, fetched at `at`.
+    fn keep(
+        cache: &mut FallbackCache,
+        service: ServiceId,
+        key: &[u8],
+        body: &'static str,
+        at: Instant,
+    ) {
+        cache.keep(ServiceKey::new(service, key), &answer(body), at, 60 * SEC);
     }
 
     #[test]
     fn serves_the_last_stored_copy_and_counts_it() {
         let (user, _) = services();
         let t0 = Instant::now();
-        let mut cache = FallbackCache::new(10);
-        cache.store(ServiceKey::new(user, b"1"), copy("old", t0));
-        cache.store(ServiceKey::new(user, b"1"), copy("new", t0 + SEC));
+        let mut cache = cache(10);
+        keep(&mut cache, user, b"1", "old", t0);
+        keep(&mut cache, user, b"1", "new", t0 + SEC);
         let hit = cache.fallback(user, b"1", t0 + 2 * SEC).unwrap();
         assert_eq!(hit.response.body, "new");
         assert_eq!(hit.age(t0 + 2 * SEC), SEC);
@@ -164,11 +210,78 @@ mod tests {
     }
 
     #[test]
+    fn the_same_answer_again_makes_the_kept_copy_younger_and_makes_no_copy() {
+        let (user, _) = services();
+        let t0 = Instant::now();
+        let mut cache = cache(10);
+        let first = answer("same");
+        cache.keep(ServiceKey::new(user, b"1"), &first, t0, 60 * SEC);
+        cache.keep(
+            ServiceKey::new(user, b"1"),
+            &answer("same"),
+            t0 + SEC,
+            30 * SEC,
+        );
+        let hit = cache.fallback(user, b"1", t0 + 2 * SEC).unwrap();
+        assert!(Arc::ptr_eq(&hit.response, &first), "no new copy is made");
+        assert_eq!(hit.age(t0 + 2 * SEC), SEC, "younger: fetched again");
+        assert_eq!(
+            hit.max_stale,
+            30 * SEC,
+            "with the latest answer's staleness"
+        );
+
+        let changed = answer("changed");
+        cache.keep(
+            ServiceKey::new(user, b"1"),
+            &changed,
+            t0 + 3 * SEC,
+            60 * SEC,
+        );
+        let hit = cache.fallback(user, b"1", t0 + 3 * SEC).unwrap();
+        assert!(Arc::ptr_eq(&hit.response, &changed));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn an_answer_differing_in_status_headers_or_storage_is_a_new_copy() {
+        let base = Response::new(200, "x", Storage::Keep { max_stale: None });
+        assert!(base.is_same_answer(&base.clone()));
+        let status = Response {
+            status: 203,
+            ..base.clone()
+        };
+        let storage = Response {
+            storage: Storage::Keep {
+                max_stale: Some(SEC),
+            },
+            ..base.clone()
+        };
+        let mut map = http::HeaderMap::new();
+        map.insert("etag", http::HeaderValue::from_static("\"1\""));
+        let headers = Response {
+            headers: map.clone().into(),
+            ..base.clone()
+        };
+        map.insert("etag", http::HeaderValue::from_static("\"2\""));
+        let other_headers = Response {
+            headers: map.into(),
+            ..base.clone()
+        };
+        for different in [&status, &storage, &headers] {
+            assert!(!base.is_same_answer(different));
+            assert!(!different.is_same_answer(&base));
+        }
+        assert!(!headers.is_same_answer(&other_headers));
+        assert!(headers.is_same_answer(&headers.clone()));
+    }
+
+    #[test]
     fn services_are_separate_key_spaces() {
         let (user, product) = services();
         let t0 = Instant::now();
-        let mut cache = FallbackCache::new(10);
-        cache.store(ServiceKey::new(user, b"1"), copy("u", t0));
+        let mut cache = cache(10);
+        keep(&mut cache, user, b"1", "u", t0);
         assert!(cache.fallback(product, b"1", t0).is_none());
         assert!(cache.fallback(user, b"\"1\"", t0).is_none());
     }
@@ -177,8 +290,8 @@ mod tests {
     fn copy_older_than_its_max_stale_is_not_served_and_is_forgotten() {
         let (user, _) = services();
         let t0 = Instant::now();
-        let mut cache = FallbackCache::new(10);
-        cache.store(ServiceKey::new(user, b"1"), copy("u", t0));
+        let mut cache = cache(10);
+        keep(&mut cache, user, b"1", "u", t0);
         assert!(cache.fallback(user, b"1", t0 + 60 * SEC).is_some());
         assert!(cache.fallback(user, b"1", t0 + 61 * SEC).is_none());
         assert_eq!(cache.len(), 0);
@@ -188,11 +301,11 @@ mod tests {
     fn least_recently_used_copy_is_evicted_at_capacity() {
         let (user, _) = services();
         let t0 = Instant::now();
-        let mut cache = FallbackCache::new(2);
-        cache.store(ServiceKey::new(user, b"1"), copy("1", t0));
-        cache.store(ServiceKey::new(user, b"2"), copy("2", t0));
+        let mut cache = cache(2);
+        keep(&mut cache, user, b"1", "1", t0);
+        keep(&mut cache, user, b"2", "2", t0);
         cache.fallback(user, b"1", t0);
-        cache.store(ServiceKey::new(user, b"3"), copy("3", t0));
+        keep(&mut cache, user, b"3", "3", t0);
         assert_eq!(cache.len(), 2);
         assert!(cache.fallback(user, b"2", t0).is_none());
         assert!(cache.fallback(user, b"1", t0).is_some());
@@ -200,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_huge_capacity_takes_no_memory_up_front() {
-        let cache = FallbackCache::new(100_000_000);
+        let cache = cache(100_000_000);
         assert_eq!(cache.capacity(), 100_000_000);
         assert!(cache.is_empty());
     }

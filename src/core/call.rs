@@ -117,6 +117,16 @@ impl Response {
             storage,
         }
     }
+
+    /// Whether `other` is this answer again: the same status, the same
+    /// headers in the same order, the same body, kept the same way. (A
+    /// healthy service answers a read with the same bytes over and over.)
+    pub fn is_same_answer(&self, other: &Response) -> bool {
+        self.status == other.status
+            && self.storage == other.storage
+            && self.body == other.body
+            && self.headers.same_in_order(&other.headers)
+    }
 }
 
 /// An answer's headers, taking no room when there are none: the cache keeps
@@ -128,6 +138,25 @@ pub struct Headers(Option<Box<http::HeaderMap>>);
 impl From<http::HeaderMap> for Headers {
     fn from(headers: http::HeaderMap) -> Self {
         Headers((!headers.is_empty()).then(|| Box::new(headers)))
+    }
+}
+
+impl Headers {
+    /// The map itself, for a caller that has the only copy of the answer.
+    pub fn into_map(self) -> http::HeaderMap {
+        self.0.map(|headers| *headers).unwrap_or_default()
+    }
+
+    /// Equal names and values, in the same order (no lookups: an answer
+    /// repeated by the same service lists its headers the same way).
+    fn same_in_order(&self, other: &Headers) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(ours), Some(theirs)) => {
+                ours.len() == theirs.len() && ours.iter().eq(theirs.iter())
+            }
+            _ => false,
+        }
     }
 }
 

@@ -55,6 +55,8 @@ pub struct CoreConfig {
     /// Reads the id a service gave a delivered write from its answer (the
     /// Maelstrom node's `order_id`); `None` where there is no such thing.
     pub result_id: fn(&Response) -> Option<String>,
+    /// Makes the copy of an answer the fallback cache keeps.
+    pub kept_copy: cache::KeptCopy,
 }
 
 impl CoreConfig {
@@ -67,6 +69,7 @@ impl CoreConfig {
             queue: QueueConfig::default(),
             seed: 0,
             result_id: |_| None,
+            kept_copy: Arc::clone,
         }
     }
 }
@@ -264,7 +267,7 @@ impl<W, P> Core<W, P> {
         Core {
             services,
             names: config.services,
-            cache: FallbackCache::new(config.cache_capacity),
+            cache: FallbackCache::new(config.cache_capacity, config.kept_copy),
             calls: Slab::new(),
             next_generation: 0,
             reads_in_flight: HashMap::default(),
@@ -531,12 +534,8 @@ impl<W, P> Core<W, P> {
             CallResult::Answered(response) if !failed => {
                 if let Storage::Keep { max_stale } = response.storage {
                     let service_max = self.services[service.index()].spec.max_stale;
-                    let copy = CachedCopy {
-                        response: Arc::clone(&response),
-                        fetched_at: now,
-                        max_stale: max_stale.map_or(service_max, |own| own.min(service_max)),
-                    };
-                    self.cache.store(key, copy);
+                    let max_stale = max_stale.map_or(service_max, |own| own.min(service_max));
+                    self.cache.keep(key, &response, now, max_stale);
                 }
                 for waiter in waiters.all() {
                     let fresh = ReadOutcome::Fresh(Arc::clone(&response));
@@ -689,12 +688,8 @@ impl<W, P> Core<W, P> {
         now: Instant,
     ) {
         let max_stale = self.services[service.index()].spec.max_stale;
-        let copy = CachedCopy {
-            response,
-            fetched_at: now,
-            max_stale,
-        };
-        self.cache.store(ServiceKey::new(service, key), copy);
+        self.cache
+            .keep(ServiceKey::new(service, key), &response, now, max_stale);
     }
 
     pub fn shedder(&self) -> &LoadShedder {

@@ -211,13 +211,25 @@ pub fn storage_for(status: StatusCode, headers: &HeaderMap, vary_known: bool) ->
     }
 }
 
-/// A copy of an answer's headers and body in one allocation of their own.
+/// The copy of an answer the fallback cache keeps: its headers and body in
+/// one allocation of their own.
 ///
 /// hyper hands an answer's header values and body out as slices of its
 /// read buffer, and a slice keeps the whole buffer alive: a cached copy of
 /// a two-byte body held on to more than 5 KB. A copy that is kept is made
-/// to own just its bytes.
-pub fn detached(headers: &HeaderMap, body: &Bytes) -> (HeaderMap, Bytes) {
+/// to own just its bytes. The cache makes one only when an answer differs
+/// from the copy it has.
+pub fn kept_copy(answer: &Arc<CoreResponse>) -> Arc<CoreResponse> {
+    let (headers, body) = detached(&answer.headers, &answer.body);
+    Arc::new(CoreResponse {
+        status: answer.status,
+        headers: headers.into(),
+        body,
+        storage: answer.storage,
+    })
+}
+
+fn detached(headers: &HeaderMap, body: &Bytes) -> (HeaderMap, Bytes) {
     let values: usize = headers.values().map(|value| value.len()).sum();
     let mut bytes = BytesMut::with_capacity(values + body.len());
     for value in headers.values() {
@@ -378,9 +390,25 @@ fn with_circuit(mut response: Response<Body>, circuit: BreakerState) -> Response
 }
 
 /// The service's own answer, as it came (its hop-by-hop headers already
-/// gone).
-pub fn fresh(answer: &CoreResponse, circuit: BreakerState) -> Response<Body> {
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+/// gone). The only holder of an answer hands its headers on as they are;
+/// an answer shared (with other requests that joined its call) is copied.
+pub fn fresh(answer: Arc<CoreResponse>, circuit: BreakerState) -> Response<Body> {
+    match Arc::try_unwrap(answer) {
+        Ok(answer) => with_circuit(
+            response(status_of(&answer), answer.headers.into_map(), answer.body),
+            circuit,
+        ),
+        Err(shared) => copied(&shared, circuit),
+    }
+}
+
+fn status_of(answer: &CoreResponse) -> StatusCode {
+    StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// An answer that others hold too, as a response of its own.
+fn copied(answer: &CoreResponse, circuit: BreakerState) -> Response<Body> {
+    let status = status_of(answer);
     // Room for the headers grace adds (its circuit, and a stale copy's
     // two), so that adding them never grows the map.
     let mut headers = HeaderMap::with_capacity(answer.headers.len() + 3);
@@ -413,7 +441,7 @@ pub fn replayed(stored: &StoredResponse, circuit: BreakerState) -> Response<Body
 /// The last good copy: its status, headers and body, with its `Age` and
 /// `Cache-Status` saying it is stale.
 pub fn stale(copy: &CachedCopy, age: Duration, circuit: BreakerState) -> Response<Body> {
-    let mut answer = fresh(&copy.response, circuit);
+    let mut answer = copied(&copy.response, circuit);
     let headers = answer.headers_mut();
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     headers.insert(CACHE_STATUS, HeaderValue::from_static(STALE_IF_ERROR));
@@ -548,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn a_detached_copy_has_the_same_headers_and_body_and_none_of_the_buffer() {
+    fn a_kept_copy_is_the_same_answer_and_holds_none_of_the_buffer() {
         // As hyper hands an answer out: every part a slice of one buffer.
         let buffer = Bytes::from(vec![b'x'; 8192]);
         let within = |bytes: &[u8]| {
@@ -574,12 +602,20 @@ mod tests {
         let body = buffer.slice(100..102);
         assert!(headers.values().all(|value| within(value.as_bytes())) && within(&body));
 
-        let (copy, copied_body) = detached(&headers, &body);
-        assert_eq!(copy, headers);
-        assert_eq!(copied_body, body);
+        let answer = Arc::new(CoreResponse {
+            status: 200,
+            headers: headers.clone().into(),
+            body: body.clone(),
+            storage: Storage::Keep { max_stale: None },
+        });
+        let kept = kept_copy(&answer);
+        assert!(kept.is_same_answer(&answer));
+        let (copy, copied_body) = (&*kept.headers, &kept.body);
+        assert_eq!(*copy, headers);
+        assert_eq!(*copied_body, body);
         assert!(copy.get(header::AUTHORIZATION).unwrap().is_sensitive());
         assert!(
-            copy.values().all(|value| !within(value.as_bytes())) && !within(&copied_body),
+            copy.values().all(|value| !within(value.as_bytes())) && !within(copied_body),
             "a kept copy must not hold on to the buffer it came in"
         );
     }

@@ -168,6 +168,7 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
                     .expect("eight bytes"),
             )
         }),
+        kept_copy: exchange::kept_copy,
         ..CoreConfig::new(Engine::services(&config))
     };
     let mut engine = Engine::new(

@@ -265,7 +265,7 @@ fn respond(route: &RouteConfig, answer: Answer) -> (Response<Body>, RequestOutco
             )
         }
         Answer::Read(ReadOutcome::Fresh(response), circuit) => {
-            (exchange::fresh(&response, circuit), RequestOutcome::Fresh)
+            (exchange::fresh(response, circuit), RequestOutcome::Fresh)
         }
         Answer::Read(ReadOutcome::Stale { copy, .. }, circuit) => {
             let age = copy.age(Instant::now());
@@ -281,7 +281,7 @@ fn respond(route: &RouteConfig, answer: Answer) -> (Response<Body>, RequestOutco
             } else {
                 RequestOutcome::Fresh
             };
-            (exchange::fresh(&response, circuit), outcome)
+            (exchange::fresh(response, circuit), outcome)
         }
         Answer::Sent(SendOutcome::Failed(failure), circuit) => {
             let status = match failure {
@@ -323,7 +323,7 @@ fn respond_write(
 ) -> (Response<Body>, RequestOutcome) {
     match outcome {
         WriteOutcome::Delivered { response, .. } => {
-            (exchange::fresh(&response, circuit), RequestOutcome::Fresh)
+            (exchange::fresh(response, circuit), RequestOutcome::Fresh)
         }
         WriteOutcome::Queued {
             position, durable, ..

@@ -226,13 +226,10 @@ async fn send(pool: &Pool, request: Outgoing) -> Sent {
         Err(ExchangeError::Connect(_)) => return failed(CallFailure::Refused),
         Err(ExchangeError::Http(reason)) => return failed(CallFailure::Broken(reason)),
     };
-    let (parts, mut body) = answer.into_parts();
+    let (parts, body) = answer.into_parts();
     let mut headers = parts.headers;
     exchange::strip_hop_by_hop(&mut headers);
     let (storage, learned) = keep(request.keep, parts.status, &headers);
-    if let Storage::Keep { .. } = storage {
-        (headers, body) = exchange::detached(&headers, &body);
-    }
     Sent {
         result: CallResult::Answered(Arc::new(Response {
             status: parts.status.as_u16(),

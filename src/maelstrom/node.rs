@@ -190,6 +190,7 @@ impl Node {
             queue: config.queue,
             seed: config.seed,
             result_id: |response| order_id_of(&response.body),
+            kept_copy: Arc::clone,
         });
         let ok = |body: Bytes| {
             Arc::new(crate::core::Response::new(
