@@ -186,6 +186,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_answer_differing_in_status_headers_or_storage_is_not_the_same_answer() {
+        let base = Response::new(200, "x", Storage::Keep { max_stale: None });
+        assert!(base.is_same_answer(&base.clone()));
+        let status = Response {
+            status: 203,
+            ..base.clone()
+        };
+        let storage = Response {
+            storage: Storage::Keep {
+                max_stale: Some(Duration::from_secs(1)),
+            },
+            ..base.clone()
+        };
+        let mut map = http::HeaderMap::new();
+        map.insert("etag", http::HeaderValue::from_static("\"1\""));
+        let headers = Response {
+            headers: map.clone().into(),
+            ..base.clone()
+        };
+        map.insert("etag", http::HeaderValue::from_static("\"2\""));
+        let other_headers = Response {
+            headers: map.into(),
+            ..base.clone()
+        };
+        for different in [&status, &storage, &headers] {
+            assert!(!base.is_same_answer(different));
+            assert!(!different.is_same_answer(&base));
+        }
+        assert!(!headers.is_same_answer(&other_headers));
+        assert!(headers.is_same_answer(&headers.clone()));
+    }
+
+    #[test]
     fn call_ids_keep_slot_and_generation_apart() {
         let id = CallId::new(7, 3);
         assert_eq!((id.slot(), id.generation()), (7, 3));
