@@ -29,12 +29,18 @@
 //! their ratio is taken round by round, so that a drift of the machine's
 //! speed between rounds cancels out, as the project's benches compare.
 //!
+//! Each closed-loop run also reads, from `/proc`, the CPU time the client
+//! (this process), the upstream and the proxy spent per answered request,
+//! the proxy's split into user and system ([`support::cpu`]): what the
+//! rates are made of when the three share the cores, and where a proxy
+//! spends more than another.
+//!
 //! Prints the medians over rounds and the targets: healthy grace at least
 //! 50 % of the upstream alone's throughput (the median of the per-round
-//! ratios), p99 added by grace under 1 ms,
-//! stale answers with the upstream hung at least at the healthy rate. The
-//! verdicts are printed, never asserted; the bench fails only when an
-//! answer is wrong (not 2xx, or not stale where it must be).
+//! ratios), p99 added by grace under 1 ms, stale answers with the upstream
+//! hung at least at the healthy rate. The verdicts are printed, never
+//! asserted; the bench fails only when an answer is wrong (not 2xx, or not
+//! stale where it must be).
 //!
 //! Settings (environment variables): `GRACE_BENCH_ROUNDS` (default 5),
 //! `GRACE_GATEWAY_SECONDS` (measured seconds per scenario, default 5),
@@ -52,6 +58,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::Result;
+use support::cpu::{CpuMeter, CpuTime};
 use support::http_load::{
     self, ClosedLoop, ClosedLoopReport, Connections, Latencies, OpenLoop, ms,
 };
@@ -187,6 +194,39 @@ struct Bench {
     dir: tempfile::TempDir,
     paths: Arc<Vec<String>>,
     gateways_started: usize,
+    /// `None` where `/proc` cannot be read: no CPU figures then.
+    cpu: Option<CpuMeter>,
+}
+
+/// A process on a request's path whose CPU time is read: the proxy, and
+/// whether its child processes (nginx's workers) count with it.
+#[derive(Clone, Copy)]
+struct Proxy {
+    pid: u32,
+    with_children: bool,
+}
+
+/// CPU time per answered request (user + system) in each process on the
+/// path, over the measured part of a closed-loop run.
+#[derive(Clone, Copy, Default)]
+struct CpuPerRequest {
+    /// The bench itself: the load generator.
+    client: Duration,
+    upstream: Duration,
+    /// Zero for the upstream alone.
+    proxy: CpuTime,
+}
+
+impl CpuPerRequest {
+    fn total(&self) -> Duration {
+        self.client + self.upstream + self.proxy.total()
+    }
+}
+
+/// One closed-loop run of a scenario.
+struct Measured {
+    report: ClosedLoopReport,
+    cpu: Option<CpuPerRequest>,
 }
 
 impl Bench {
@@ -245,23 +285,57 @@ impl Bench {
             .block_on(http_load::get_once(address, path, Duration::from_secs(5)))
     }
 
-    fn closed_loop(&self, address: SocketAddr) -> ClosedLoopReport {
+    /// Loads `address` closed-loop, reading the CPU time of the client, the
+    /// upstream and `proxy` (if any) over the measured part.
+    fn closed_loop(&self, address: SocketAddr, proxy: Option<Proxy>) -> Measured {
         let plan = ClosedLoop {
             connections: self.settings.connections,
             warmup: WARMUP,
             measured: self.settings.measured,
         };
-        self.runtime.block_on(http_load::closed_loop(
-            address,
-            Arc::clone(&self.paths),
-            plan,
-        ))
+        let cpu_now = || -> Option<[CpuTime; 3]> {
+            let meter = self.cpu.as_ref()?;
+            let proxy = match proxy {
+                None => CpuTime::default(),
+                Some(Proxy {
+                    pid,
+                    with_children: true,
+                }) => meter.with_children(pid)?,
+                Some(Proxy { pid, .. }) => meter.process(pid)?,
+            };
+            Some([
+                meter.process(std::process::id())?,
+                meter.process(self.upstream.pid())?,
+                proxy,
+            ])
+        };
+        let (report, before) = self.runtime.block_on(async {
+            let measured_from = async {
+                tokio::time::sleep(WARMUP).await;
+                cpu_now()
+            };
+            tokio::join!(
+                http_load::closed_loop(address, Arc::clone(&self.paths), plan),
+                measured_from
+            )
+        });
+        let after = cpu_now();
+        let cpu = before.zip(after).map(|(before, after)| {
+            let answers = report.answers.max(1) as u32;
+            let per_request = |which: usize| after[which].since(before[which]).per(answers);
+            CpuPerRequest {
+                client: per_request(0).total(),
+                upstream: per_request(1).total(),
+                proxy: per_request(2),
+            }
+        });
+        Measured { report, cpu }
     }
 
     /// Runs `scenario` once.
-    fn run(&mut self, scenario: Scenario) -> Result<ClosedLoopReport> {
-        let report = match scenario {
-            Scenario::UpstreamAlone => self.closed_loop(self.upstream.listen),
+    fn run(&mut self, scenario: Scenario) -> Result<Measured> {
+        let measured = match scenario {
+            Scenario::UpstreamAlone => self.closed_loop(self.upstream.listen, None),
             Scenario::NginxPlain => {
                 let nginx = Nginx::start(
                     "nginx-plain",
@@ -269,18 +343,26 @@ impl Bench {
                     &[("UPSTREAM", self.upstream.listen.to_string())],
                     self.dir.path(),
                 )?;
-                self.closed_loop(nginx.listen)
+                let proxy = Proxy {
+                    pid: nginx.server.pid(),
+                    with_children: true,
+                };
+                self.closed_loop(nginx.listen, Some(proxy))
             }
             _ => {
                 let gateway = self.ready_grace(scenario)?;
-                let report = self.closed_loop(gateway.listen);
+                let proxy = Proxy {
+                    pid: gateway.server.pid(),
+                    with_children: false,
+                };
+                let measured = self.closed_loop(gateway.listen, Some(proxy));
                 drop(gateway);
                 self.upstream.set(Fault::Healthy)?;
-                report
+                measured
             }
         };
-        check(scenario, &report)?;
-        Ok(report)
+        check(scenario, &measured.report)?;
+        Ok(measured)
     }
 
     /// The fixed-rate pass against `address`: latencies of every request.
@@ -383,23 +465,30 @@ fn main() -> Result<()> {
         dir,
         paths: user_paths(),
         gateways_started: 0,
+        cpu: CpuMeter::new(),
     };
     let scenarios = Scenario::all();
     let mut reports: Vec<Vec<ClosedLoopReport>> = vec![Vec::new(); scenarios.len()];
+    let mut cpu: Vec<Vec<CpuPerRequest>> = vec![Vec::new(); scenarios.len()];
     let mut fixed: [Vec<Latencies>; 2] = [Vec::new(), Vec::new()];
     for round in 0..bench.settings.rounds {
         for index in round_order(round, scenarios.len()) {
             let scenario = scenarios[index];
-            let report = bench.run(scenario)?;
+            let Measured { report, cpu: used } = bench.run(scenario)?;
             println!(
-                "  round {}: {:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                "  round {}: {:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms{}",
                 round + 1,
                 scenario.label(),
                 report.rate(),
                 ms(report.latencies.p50()),
                 ms(report.latencies.p99()),
+                used.map_or(String::new(), |used| format!(
+                    "  CPU {:.1} µs/req",
+                    micros(used.total())
+                )),
             );
             reports[index].push(report);
+            cpu[index].extend(used);
         }
         let order = support::run::alternating(round);
         for which in order {
@@ -412,7 +501,7 @@ fn main() -> Result<()> {
             fixed[which].push(latencies);
         }
     }
-    report(&bench.settings, &scenarios, &reports, &fixed);
+    report(&bench.settings, &scenarios, &reports, &cpu, &fixed);
     Ok(())
 }
 
@@ -453,6 +542,72 @@ fn percentages(ratios: &[f64]) -> String {
     format!("{} %", shown.join(", "))
 }
 
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+/// Prints the CPU time per answered request of each process on the path,
+/// and what it implies for the throughput target: when client, proxy and
+/// upstream are bound by the same cores, a rate is the cores' time over
+/// the CPU time a request costs them all.
+fn report_cpu(scenarios: &[Scenario], cpu: &[Vec<CpuPerRequest>]) {
+    println!();
+    if cpu.iter().any(Vec::is_empty) {
+        println!("CPU per request: not measured (no /proc or getconf here)");
+        return;
+    }
+    let median_of = |used: &[CpuPerRequest], part: fn(&CpuPerRequest) -> Duration| {
+        median(used.iter().map(|used| micros(part(used))).collect())
+    };
+    println!(
+        "CPU per answered request (user + system, µs), medians of {} rounds:",
+        cpu[0].len()
+    );
+    println!(
+        "| scenario | client | upstream | proxy | proxy user | proxy system | all three |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for (scenario, used) in scenarios.iter().zip(cpu) {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            scenario.label(),
+            median_of(used, |used| used.client),
+            median_of(used, |used| used.upstream),
+            median_of(used, |used| used.proxy.total()),
+            median_of(used, |used| used.proxy.user),
+            median_of(used, |used| used.proxy.system),
+            median_of(used, CpuPerRequest::total),
+        );
+    }
+    let alone = median_of(&cpu[0], CpuPerRequest::total);
+    let healthy = median_of(&cpu[1], CpuPerRequest::total);
+    println!(
+        "CPU-bound share: the upstream alone's CPU per request over healthy grace's path's: {:.1} %",
+        100.0 * alone / healthy
+    );
+    if let Some(nginx) = scenarios
+        .iter()
+        .position(|scenario| *scenario == Scenario::NginxPlain)
+    {
+        let proxy =
+            |index: usize, part: fn(&CpuPerRequest) -> Duration| median_of(&cpu[index], part);
+        let total = |used: &CpuPerRequest| used.proxy.total();
+        let user = |used: &CpuPerRequest| used.proxy.user;
+        let system = |used: &CpuPerRequest| used.proxy.system;
+        println!(
+            "reference: grace's own CPU per request is {:.1} % of nginx's ({:.1} against {:.1} µs; \
+             user {:.1} against {:.1}, system {:.1} against {:.1})",
+            100.0 * proxy(1, total) / proxy(nginx, total),
+            proxy(1, total),
+            proxy(nginx, total),
+            proxy(1, user),
+            proxy(nginx, user),
+            proxy(1, system),
+            proxy(nginx, system),
+        );
+    }
+}
+
 fn print_load_average() {
     if let Ok(loadavg) = std::fs::read_to_string("/proc/loadavg") {
         let fields: Vec<&str> = loadavg.split_whitespace().take(3).collect();
@@ -464,6 +619,7 @@ fn report(
     settings: &Settings,
     scenarios: &[Scenario],
     reports: &[Vec<ClosedLoopReport>],
+    cpu: &[Vec<CpuPerRequest>],
     fixed: &[Vec<Latencies>; 2],
 ) {
     let all: Vec<Figures> = reports.iter().map(|r| figures(r)).collect();
@@ -498,6 +654,7 @@ fn report(
         ms(p50(1)),
         ms(p99(1))
     );
+    report_cpu(scenarios, cpu);
     let added = p99(1).saturating_sub(p99(0));
     // The target is judged on the ratio taken round by round (the two run
     // back to back), not on the ratio of the two medians, which may come

@@ -136,6 +136,11 @@ impl Server {
             .collect()
     }
 
+    /// The process id, to read its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
     pub fn stop(&mut self) {
         if !matches!(self.child.try_wait(), Ok(None)) {
@@ -262,6 +267,10 @@ impl DemoUpstream {
 
     pub fn stderr_tail(&self) -> String {
         self.server.stderr_tail()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
     }
 
     /// The error of a control call that got no answer, saying whether the
