@@ -198,14 +198,6 @@ struct Bench {
     cpu: Option<CpuMeter>,
 }
 
-/// A process on a request's path whose CPU time is read: the proxy, and
-/// whether its child processes (nginx's workers) count with it.
-#[derive(Clone, Copy)]
-struct Proxy {
-    pid: u32,
-    with_children: bool,
-}
-
 /// CPU time per answered request (user + system) in each process on the
 /// path, over the measured part of a closed-loop run.
 #[derive(Clone, Copy, Default)]
@@ -286,8 +278,10 @@ impl Bench {
     }
 
     /// Loads `address` closed-loop, reading the CPU time of the client, the
-    /// upstream and `proxy` (if any) over the measured part.
-    fn closed_loop(&self, address: SocketAddr, proxy: Option<Proxy>) -> Measured {
+    /// upstream and the proxy whose process id is `proxy` (if any), its
+    /// child processes with it (nginx's workers; grace has none), over the
+    /// measured part.
+    fn closed_loop(&self, address: SocketAddr, proxy: Option<u32>) -> Measured {
         let plan = ClosedLoop {
             connections: self.settings.connections,
             warmup: WARMUP,
@@ -297,11 +291,7 @@ impl Bench {
             let meter = self.cpu.as_ref()?;
             let proxy = match proxy {
                 None => CpuTime::default(),
-                Some(Proxy {
-                    pid,
-                    with_children: true,
-                }) => meter.with_children(pid)?,
-                Some(Proxy { pid, .. }) => meter.process(pid)?,
+                Some(pid) => meter.with_children(pid)?,
             };
             Some([
                 meter.process(std::process::id())?,
@@ -343,19 +333,11 @@ impl Bench {
                     &[("UPSTREAM", self.upstream.listen.to_string())],
                     self.dir.path(),
                 )?;
-                let proxy = Proxy {
-                    pid: nginx.server.pid(),
-                    with_children: true,
-                };
-                self.closed_loop(nginx.listen, Some(proxy))
+                self.closed_loop(nginx.listen, Some(nginx.server.pid()))
             }
             _ => {
                 let gateway = self.ready_grace(scenario)?;
-                let proxy = Proxy {
-                    pid: gateway.server.pid(),
-                    with_children: false,
-                };
-                let measured = self.closed_loop(gateway.listen, Some(proxy));
+                let measured = self.closed_loop(gateway.listen, Some(gateway.server.pid()));
                 drop(gateway);
                 self.upstream.set(Fault::Healthy)?;
                 measured
@@ -550,7 +532,7 @@ fn micros(duration: Duration) -> f64 {
 /// and what it implies for the throughput target: when client, proxy and
 /// upstream are bound by the same cores, a rate is the cores' time over
 /// the CPU time a request costs them all.
-fn report_cpu(scenarios: &[Scenario], cpu: &[Vec<CpuPerRequest>]) {
+fn report_cpu(scenarios: &[Scenario], nginx: Option<usize>, cpu: &[Vec<CpuPerRequest>]) {
     println!();
     if cpu.iter().any(Vec::is_empty) {
         println!("CPU per request: not measured (no /proc or getconf here)");
@@ -585,10 +567,7 @@ fn report_cpu(scenarios: &[Scenario], cpu: &[Vec<CpuPerRequest>]) {
         "CPU-bound share: the upstream alone's CPU per request over healthy grace's path's: {:.1} %",
         100.0 * alone / healthy
     );
-    if let Some(nginx) = scenarios
-        .iter()
-        .position(|scenario| *scenario == Scenario::NginxPlain)
-    {
+    if let Some(nginx) = nginx {
         let proxy =
             |index: usize, part: fn(&CpuPerRequest) -> Duration| median_of(&cpu[index], part);
         let total = |used: &CpuPerRequest| used.proxy.total();
@@ -654,7 +633,10 @@ fn report(
         ms(p50(1)),
         ms(p99(1))
     );
-    report_cpu(scenarios, cpu);
+    let nginx = scenarios
+        .iter()
+        .position(|scenario| *scenario == Scenario::NginxPlain);
+    report_cpu(scenarios, nginx, cpu);
     let added = p99(1).saturating_sub(p99(0));
     // The target is judged on the ratio taken round by round (the two run
     // back to back), not on the ratio of the two medians, which may come
@@ -666,10 +648,7 @@ fn report(
         percentages(&per_round),
         100.0 * ratio
     );
-    if let Some(nginx) = scenarios
-        .iter()
-        .position(|scenario| *scenario == Scenario::NginxPlain)
-    {
+    if let Some(nginx) = nginx {
         let (nginx_share, nginx_per_round) = paired_ratio(&reports[nginx], &reports[0]);
         let (grace_to_nginx, _) = paired_ratio(&reports[1], &reports[nginx]);
         println!(
