@@ -7,18 +7,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc, not glibc's malloc. The gateway often frees on one worker
-/// thread what it allocated on the other; glibc sends such a free through
-/// the owning arena's lock, mimalloc through a lock-free list of the page's
-/// own. That is the likely reason (callgrind counts only 2 % fewer
-/// instructions) why, in front of the demo upstream, grace's user time per
-/// proxied request fell by a sixth and its rate rose by 18 % (medians of
-/// ten paired rounds; README, "HTTP gateway" under "Performance"). Its
-/// arenas are committed as they are used (`.cargo/config.toml`), so the
-/// Maelstrom node's memory stays near glibc's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_level = match &cli.command {
