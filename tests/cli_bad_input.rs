@@ -341,6 +341,39 @@ fn line_numbers_count_every_input_line_including_pretty_printed_ones() {
 }
 
 #[test]
+fn truncated_messages_in_a_row_do_not_swallow_the_message_after_them() {
+    // Each cut where a value should follow: the next line, starting with
+    // `{`, could be that value, so the framer has to look further back
+    // than the first line inside the object to find where framing resumes.
+    let cut_before_a_value = |msg_id: u64| {
+        format!(
+            "{{\"src\":\"client\",\"dest\":\"api\",\"body\":{{\"type\":\"echo\",\"msg_id\":{msg_id},\"echo\":{{\"k\":\n"
+        )
+    };
+    for cut in [2, 3, 10, 200] {
+        let input = format!(
+            "{}{}{}",
+            (1..=cut).map(cut_before_a_value).collect::<String>(),
+            echo(1000),
+            echo(1001)
+        );
+        let finished = Grace::new().run(input.as_bytes());
+        finished.assert_clean_exit();
+        let answered: Vec<Value> = finished
+            .bodies()
+            .iter()
+            .map(|body| body["in_reply_to"].clone())
+            .collect();
+        assert_eq!(
+            answered,
+            [json!(1000), json!(1001)],
+            "{cut} cut messages: {}",
+            finished.stderr
+        );
+    }
+}
+
+#[test]
 fn truncated_message_does_not_swallow_the_pretty_printed_ones_after_it() {
     let pretty = |msg_id: u64| {
         format!(

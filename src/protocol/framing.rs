@@ -24,9 +24,10 @@
 //!   next message.
 //! - An object still open at a syntax error while a line inside it starts
 //!   with `{` at column 0, or at the end of the input, is dropped
-//!   ([`Frame::Unterminated`]) and the input from the first such line on is
-//!   framed again: a truncated message does not swallow the well-formed
-//!   messages after it.
+//!   ([`Frame::Unterminated`]) and the input is framed again from the first
+//!   such line whose own object closed, or else from the first such line: a
+//!   truncated message, or several in a row, do not swallow the well-formed
+//!   messages after them ([`RestartPoints`]).
 //! - A message longer than the size limit is followed to its end without
 //!   being kept and reported ([`Frame::Oversized`]); so is a line that is
 //!   not an object.
@@ -43,6 +44,8 @@
 //! after an object is dropped are never framed again a second time, however
 //! the input goes on. [`Framer::bytes_scanned`] counts the work. Frames do
 //! not depend on how the input is split into chunks.
+
+use std::collections::VecDeque;
 
 /// Default limit on one message's size, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -249,9 +252,9 @@ struct OpenObject {
     len: usize,
     oversized: bool,
     syntax: Syntax,
-    /// The first line inside it starting with `{` at column 0, where
-    /// framing starts again if the object is abandoned.
-    restart: Option<RestartPoint>,
+    /// The lines inside it starting with `{` at column 0, where framing
+    /// starts again if the object is abandoned.
+    restarts: RestartPoints,
 }
 
 #[derive(Debug)]
@@ -275,20 +278,93 @@ struct RestartPoint {
     line: u64,
 }
 
+/// The most lines starting with `{` at column 0 whose objects are still
+/// open that an object remembers; past it the outermost are forgotten.
+const MAX_OPEN_RESTART_POINTS: usize = 64;
+
+/// The lines inside an open object that start with `{` at column 0: where
+/// framing may start again if the object is abandoned.
+///
+/// Framing starts again at the first of them whose own object closed, a
+/// whole object that may be a message, and otherwise at the first of them.
+/// Lines before it may each start an object still open (a value cut off,
+/// a line after it nested in it as the value that should have followed):
+/// framed again, each would fail where the object around it failed.
+#[derive(Debug, Default)]
+struct RestartPoints {
+    /// The first of them.
+    first: Option<RestartPoint>,
+    /// Those whose objects are still open, innermost last, with the depth
+    /// their object opened at.
+    open: VecDeque<(RestartPoint, usize)>,
+    /// The first whose own object closed.
+    closed: Option<RestartPoint>,
+}
+
+impl RestartPoints {
+    /// Where framing starts again.
+    fn chosen(&self) -> Option<RestartPoint> {
+        self.closed.or(self.first)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// A line starting with `{` at column 0 whose object opened at `depth`.
+    fn opened(&mut self, point: RestartPoint, depth: usize) {
+        if self.open.len() == MAX_OPEN_RESTART_POINTS {
+            self.open.pop_front();
+        }
+        self.open.push_back((point, depth));
+    }
+
+    /// The object around them is now at `depth`: those opened deeper closed.
+    fn closed_to(&mut self, depth: usize) {
+        while let Some(&(point, opened)) = self.open.back() {
+            if opened <= depth {
+                break;
+            }
+            self.open.pop_back();
+            // Popped innermost first: the one popped last started first.
+            if self
+                .closed
+                .is_none_or(|closed| point.kept_at < closed.kept_at)
+            {
+                self.closed = Some(point);
+            }
+        }
+    }
+
+    /// `kept` lost its first `drained` bytes, all before the first point.
+    fn drained(&mut self, drained: usize) {
+        let points = (self.first.iter_mut())
+            .chain(self.closed.iter_mut())
+            .chain(self.open.iter_mut().map(|(point, _)| point));
+        for point in points {
+            point.kept_at -= drained;
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = RestartPoints::default();
+    }
+}
+
 impl OpenObject {
     /// Counts one more byte of the object, keeping it while it may still be
     /// a message or be framed again.
     fn keep(&mut self, byte: u8, kept: &mut Vec<u8>, limit: usize) {
         self.len += 1;
-        if !self.oversized || self.restart.is_some() {
+        if !self.oversized || !self.restarts.is_empty() {
             kept.push(byte);
         }
         if !self.oversized && self.len > limit {
             self.oversized = true;
-            match &mut self.restart {
-                Some(restart) => {
-                    kept.drain(..restart.kept_at);
-                    restart.kept_at = 0;
+            match self.restarts.first {
+                Some(first) => {
+                    kept.drain(..first.kept_at);
+                    self.restarts.drained(first.kept_at);
                 }
                 None => kept.clear(),
             }
@@ -296,7 +372,7 @@ impl OpenObject {
         if self.oversized && kept.len() > limit {
             // Even what follows the restart point is too long to keep: framing
             // cannot restart there (a later line may become the point).
-            self.restart = None;
+            self.restarts.clear();
             kept.clear();
         }
     }
@@ -304,9 +380,10 @@ impl OpenObject {
     /// Gives up on restarting: only its braces are followed from now on.
     fn follow_braces(&mut self, syntax: Syntax, kept: &mut Vec<u8>) {
         self.syntax = syntax;
-        if self.restart.take().is_some() && self.oversized {
+        if !self.restarts.is_empty() && self.oversized {
             kept.clear();
         }
+        self.restarts.clear();
     }
 
     /// The object once its braces closed.
@@ -446,7 +523,9 @@ impl Framer {
                     break;
                 }
                 State::Object(object) => {
-                    if let (Syntax::Valid(_), Some(restart)) = (&object.syntax, object.restart) {
+                    if let (Syntax::Valid(_), Some(restart)) =
+                        (&object.syntax, object.restarts.chosen())
+                    {
                         self.restart(restart, object.first_line, sink);
                     } else {
                         sink.frame(object.dropped());
@@ -663,15 +742,22 @@ impl Framer {
                         Next::Done
                     }
                     Syntax::Valid(grammar) => {
-                        if line_starts_with_brace && object.restart.is_none() && !self.reframing {
-                            object.restart = Some(RestartPoint {
+                        let restart_point =
+                            (line_starts_with_brace && !self.reframing).then_some(RestartPoint {
                                 kept_at: self.kept.len(),
                                 object_len: object.len,
                                 line: self.line_no,
                             });
+                        if object.restarts.first.is_none() {
+                            object.restarts.first = restart_point;
                         }
                         match grammar.step(byte) {
                             Ok(GrammarStep::Open) => {
+                                if let Some(point) = restart_point {
+                                    object.restarts.opened(point, grammar.depth());
+                                } else if matches!(byte, b'}' | b']') {
+                                    object.restarts.closed_to(grammar.depth());
+                                }
                                 if grammar.depth() > limit {
                                     // Deeper than any message may be long: the
                                     // nesting is no longer worth remembering.
@@ -686,7 +772,7 @@ impl Framer {
                                 self.state = State::Trailing(object.closed());
                                 Next::Done
                             }
-                            Err(SyntaxError) => match object.restart {
+                            Err(SyntaxError) => match object.restarts.chosen() {
                                 Some(point) => Next::Restart {
                                     point,
                                     first_line: object.first_line,
@@ -714,7 +800,7 @@ impl Framer {
             len: 0,
             oversized: false,
             syntax: Syntax::Valid(grammar),
-            restart: None,
+            restarts: RestartPoints::default(),
         };
         object.keep(b'{', &mut self.kept, self.max_message_bytes);
         self.state = State::Object(object);
@@ -733,8 +819,8 @@ impl Framer {
     }
 
     /// Drops the open object (which started on `first_line`) and frames
-    /// its bytes again from `restart`, the first line inside it starting
-    /// with `{` at column 0: that `{` may start the next message.
+    /// its bytes again from `restart`, a line inside it starting with `{`
+    /// at column 0 ([`RestartPoints`]): that `{` may start the next message.
     fn restart(&mut self, restart: RestartPoint, first_line: u64, sink: &mut impl FrameSink) {
         sink.frame(dropped(
             first_line,
@@ -1428,8 +1514,56 @@ mod tests {
     }
 
     #[test]
+    fn truncated_objects_in_a_row_do_not_swallow_the_message_after_them() {
+        // Each truncated line takes the next as the value it lacked; the
+        // first line whose own object closed is where framing starts again.
+        assert_eq!(
+            frames("{\"a\":\n{\"a\":\n{\"m\":3}\n{\"m\":4}\n"),
+            [
+                Owned::Unterminated(1),
+                message(3, "{\"m\":3}"),
+                message(4, "{\"m\":4}")
+            ]
+        );
+        // The same at the end of the input.
+        assert_eq!(
+            frames("{\"a\":\n{\"a\":\n{\"m\":3}\n"),
+            [Owned::Unterminated(1), message(3, "{\"m\":3}")]
+        );
+        // More truncated lines than the open ones remembered.
+        let many = format!(
+            "{}{{\"m\":1}}\n{{\"m\":2}}\n",
+            "{\"a\":\n".repeat(3 * MAX_OPEN_RESTART_POINTS)
+        );
+        let after = 3 * MAX_OPEN_RESTART_POINTS as u64;
+        assert_eq!(
+            frames(&many),
+            [
+                Owned::Unterminated(1),
+                message(after + 1, "{\"m\":1}"),
+                message(after + 2, "{\"m\":2}")
+            ]
+        );
+    }
+
+    #[test]
+    fn message_with_a_nested_object_at_column_zero_after_a_truncated_one_is_framed_whole() {
+        // The message's body, at column 0, closes first; the message itself
+        // starts earlier and closes too, so framing starts again there.
+        let message_lines = "{\"src\":\"c1\",\"body\":\n{\"type\":\"echo\"}\n}";
+        assert_eq!(
+            frames(&format!("{{\"a\":\n{message_lines}\n{{\"m\":5}}\n")),
+            [
+                Owned::Unterminated(1),
+                message(2, message_lines),
+                message(5, "{\"m\":5}")
+            ]
+        );
+    }
+
+    #[test]
     fn framing_work_is_linear_whatever_the_shape_of_the_input() {
-        let shapes: [(&str, String); 9] = [
+        let shapes: [(&str, String); 10] = [
             ("blank lines", "\n".repeat(200_000)),
             ("whitespace-only lines", " \t \r\n".repeat(50_000)),
             ("objects on one line", "{}".repeat(100_000)),
@@ -1445,6 +1579,10 @@ mod tests {
             (
                 "closed nested objects at column 0",
                 format!("{{\"a\":[\n{}", "{\"b\":1}\n".repeat(30_000)),
+            ),
+            (
+                "truncated objects in a row, each before a whole one",
+                "{\"a\":\n{\"a\":\n{\"b\":1}\n".repeat(20_000),
             ),
             ("unclosed strings", "{\"a\n".repeat(50_000)),
             ("deep nesting", format!("{{\"a\":{}", "[".repeat(200_000))),
