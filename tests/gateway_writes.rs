@@ -502,3 +502,34 @@ fn idempotency_keys_are_scoped_to_the_clients_credentials() {
         "bob's key names bob's write, not alice's"
     );
 }
+
+#[test]
+fn without_a_journal_grace_serves_on_and_refuses_the_writes_that_must_wait() {
+    let upstream = ScriptedUpstream::always(canned(503, &[], "down"));
+    let routes = route("POST", "/things/{id}", "things", "fallback = \"queue\"");
+    let config = one_service_config("things", &upstream.url(), NO_BREAKER, &routes);
+    // A data dir that cannot be created: its parent is a file.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let a_file = scratch.path().join("a-file");
+    std::fs::write(&a_file, "not a directory").expect("write a file");
+    for (flags, status) in [(&[][..], 503), (&["--volatile-queue"][..], 202)] {
+        let gateway = Gateway::builder()
+            .config(&config)
+            .data_dir(&a_file.join("data"))
+            .args(flags.iter().copied())
+            .spawn();
+        for thing in 1..=2 {
+            let reply = gateway.post(&format!("/things/{thing}"), "{}", &[]);
+            assert_eq!(
+                reply.status,
+                status,
+                "{flags:?}: {reply:?}\n{}",
+                gateway.stderr()
+            );
+            if status == 202 {
+                assert_eq!(reply.json()["durable"], false, "{reply:?}");
+            }
+        }
+        assert_eq!(gateway.status()["queue"]["durable"], false);
+    }
+}

@@ -227,9 +227,11 @@ async fn serve(args: ServeArgs, config: GatewayConfig) -> ExitCode {
         serde_json::json!({ "listen": addresses.0.to_string(), "admin": addresses.1.to_string() })
     );
     tracing::info!(listen = %addresses.0, admin = %addresses.1, "grace serve is listening");
+    // Without a journal (none could be opened) there is no commit to fail:
+    // the sender is gone from the start, and only a signal stops grace.
     let journal_failed = tokio::select! {
         () = shutdown_signal() => false,
-        _ = failed.wait_for(Option::is_some) => true,
+        Ok(_) = failed.wait_for(Option::is_some) => true,
     };
     tracing::info!("stopping: no new connections; finishing the requests in flight");
     let _ = stop_tx.send(true);
