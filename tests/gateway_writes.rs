@@ -103,6 +103,58 @@ fn a_write_passes_through_when_the_queue_is_empty_and_the_upstream_answers() {
 }
 
 #[test]
+fn one_callers_idempotency_key_never_answers_another_callers_order() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    let order_id = |reply: &Reply| reply.json()["order_id"].as_str().map(str::to_owned);
+    // Passed through: the demo upstream scopes the key to the caller too.
+    let alice = gateway.post(
+        "/orders",
+        &order(1),
+        &[("idempotency-key", "k"), ("authorization", "Bearer alice")],
+    );
+    let bob = gateway.post(
+        "/orders",
+        &order(2),
+        &[("idempotency-key", "k"), ("authorization", "Bearer bob")],
+    );
+    assert_eq!((alice.status, bob.status), (201, 201), "{alice:?} {bob:?}");
+    assert_eq!(bob.header("idempotent-replayed"), None, "{bob:?}");
+    assert_ne!(order_id(&alice), order_id(&bob));
+    // Queued, then delivered: still two orders.
+    upstream.set_faults(json!({ "mode": "refuse" }));
+    let queued: Vec<String> = ["Bearer alice", "Bearer bob"]
+        .iter()
+        .enumerate()
+        .map(|(at, caller)| {
+            let reply = gateway.post(
+                "/orders",
+                &order(3),
+                &[("idempotency-key", "q"), ("authorization", caller)],
+            );
+            assert_accepted(&reply, at as u64 + 1)
+        })
+        .collect();
+    upstream.heal();
+    gateway.process_queue();
+    let delivered: Vec<Value> = queued
+        .iter()
+        .map(|id| request_status(&gateway, id))
+        .collect();
+    assert!(
+        delivered
+            .iter()
+            .all(|status| status["status"] == "delivered"),
+        "{delivered:?}"
+    );
+    assert_ne!(
+        delivered[0]["response"]["body"], delivered[1]["response"]["body"],
+        "{delivered:?}"
+    );
+    assert_eq!(upstream.stats()["orders_created"], 4);
+}
+
+#[test]
 fn a_write_the_upstream_cannot_take_is_accepted_into_the_queue() {
     let upstream = DemoUpstream::spawn();
     let gateway = demo_gateway(&upstream);

@@ -272,11 +272,7 @@ impl Demo {
         );
         let answer = match api::resolve(&request.method, path) {
             Endpoint::CreateOrder => {
-                let key = request
-                    .headers
-                    .get(&exchange::IDEMPOTENCY_KEY)
-                    .map(HeaderValue::as_bytes);
-                api::create_order(&self.orders, key, &request.body)
+                api::create_order(&self.orders, &request.headers, &request.body)
             }
             endpoint => api::read(&self.data, endpoint, query),
         };

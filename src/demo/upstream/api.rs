@@ -1,13 +1,15 @@
 //! The demo API that the main listener serves: which path is which
 //! endpoint, how an id in a path becomes the JSON id the demo data knows,
 //! and what each endpoint answers. No sockets here: the server hands in the
-//! method, path, query, idempotency key and body, and gets back a status and
-//! a JSON body.
+//! method, path, query, headers and body, and gets back a status and a JSON
+//! body.
 
 use crate::demo::{DemoData, OrderBook};
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::header::{AUTHORIZATION, COOKIE, HeaderName};
+use http::{HeaderMap, Method, StatusCode};
 use percent_encoding::percent_decode_str;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,8 +290,47 @@ impl OrderDesk {
     }
 }
 
+/// The header a client names its order's idempotency key in.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The key an order is made under: the client's `Idempotency-Key`, scoped
+/// to its credentials (`Authorization` and `Cookie`) as Stripe scopes keys
+/// to an account, so that the same key from two callers names two orders
+/// and neither is answered with the other's. `None` without a key; an
+/// error if the key is not UTF-8.
+fn scoped_order_key(headers: &HeaderMap) -> Result<Option<String>, Answer> {
+    let Some(key) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let Ok(key) = std::str::from_utf8(key.as_bytes()) else {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key is not UTF-8",
+        ));
+    };
+    let mut credentials = Sha256::new();
+    let mut anonymous = true;
+    for name in [AUTHORIZATION, COOKIE] {
+        for value in headers.get_all(&name) {
+            anonymous = false;
+            credentials.update(name.as_str());
+            credentials.update(b":");
+            credentials.update(value.as_bytes());
+            credentials.update(b"\n");
+        }
+    }
+    if anonymous {
+        return Ok(Some(key.to_owned()));
+    }
+    let caller: String = credentials.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok(Some(format!("{key} (caller {caller})")))
+}
+
 /// Answers `POST /orders` once its body has arrived.
-pub fn create_order(desk: &OrderDesk, idempotency_key: Option<&[u8]>, body: &[u8]) -> Answer {
+pub fn create_order(desk: &OrderDesk, headers: &HeaderMap, body: &[u8]) -> Answer {
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(serde_json::Value::Object(_)) => {}
         Ok(_) => return Answer::error(StatusCode::BAD_REQUEST, "the order must be a JSON object"),
@@ -300,14 +341,11 @@ pub fn create_order(desk: &OrderDesk, idempotency_key: Option<&[u8]>, body: &[u8
             );
         }
     }
-    let key = match idempotency_key.map(std::str::from_utf8) {
-        None => None,
-        Some(Ok(key)) => Some(key),
-        Some(Err(_)) => {
-            return Answer::error(StatusCode::BAD_REQUEST, "Idempotency-Key is not UTF-8");
-        }
+    let key = match scoped_order_key(headers) {
+        Ok(key) => key,
+        Err(answer) => return answer,
     };
-    let created = desk.create(key);
+    let created = desk.create(key.as_deref());
     let body = serde_json::json!({ "order_id": created.order_id, "status": "created" });
     Answer {
         status: StatusCode::CREATED,
@@ -413,13 +451,30 @@ mod tests {
         );
     }
 
+    /// Request headers: each `(name, value)`.
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_bytes(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn keyed(key: &str) -> HeaderMap {
+        headers(&[("idempotency-key", key.as_bytes())])
+    }
+
     #[test]
     fn orders_are_idempotent_on_the_key_and_keyless_ones_are_all_new() {
         let desk = OrderDesk::new("test".into());
-        let first = create_order(&desk, Some(b"k1"), b"{}");
+        let first = create_order(&desk, &keyed("k1"), b"{}");
         assert_eq!(first.status, StatusCode::CREATED);
         assert_eq!(first.replayed, Replayed::No);
-        let again = create_order(&desk, Some(b"k1"), br#"{"other":"body"}"#);
+        let again = create_order(&desk, &keyed("k1"), br#"{"other":"body"}"#);
         assert_eq!(
             (again.status, again.replayed),
             (StatusCode::CREATED, Replayed::Yes)
@@ -429,8 +484,8 @@ mod tests {
         assert_eq!(body["order_id"], crate::demo::order_id_for("k1"));
         assert_eq!(body["status"], "created");
 
-        let one = create_order(&desk, None, b"{}");
-        let two = create_order(&desk, None, b"{}");
+        let one = create_order(&desk, &HeaderMap::new(), b"{}");
+        let two = create_order(&desk, &HeaderMap::new(), b"{}");
         assert_ne!(one.body, two.body);
         assert_eq!(two.replayed, Replayed::No);
     }
@@ -439,12 +494,47 @@ mod tests {
     fn an_order_that_is_not_a_json_object_is_a_bad_request() {
         let desk = OrderDesk::new("test".into());
         for body in [&b"not json"[..], b"[1]", b"", b"{\"a\":"] {
-            let answer = create_order(&desk, Some(b"k"), body);
+            let answer = create_order(&desk, &keyed("k"), body);
             assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body:?}");
         }
         assert_eq!(
-            create_order(&desk, Some(b"\xff"), b"{}").status,
+            create_order(&desk, &headers(&[("idempotency-key", b"\xff")]), b"{}").status,
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn the_same_key_from_two_callers_names_two_orders() {
+        let desk = OrderDesk::new("test".into());
+        let order_of = |answer: Answer| {
+            assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
+            let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+            (
+                body["order_id"].as_str().unwrap().to_owned(),
+                answer.replayed,
+            )
+        };
+        let as_caller = |credentials: &[(&str, &[u8])]| {
+            let mut with_key = headers(credentials);
+            with_key.insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("k"));
+            order_of(create_order(&desk, &with_key, b"{}"))
+        };
+        let alice = as_caller(&[("authorization", b"Bearer alice")]);
+        let bob = as_caller(&[("authorization", b"Bearer bob")]);
+        let carol = as_caller(&[("cookie", b"session=carol")]);
+        let anonymous = as_caller(&[]);
+        let orders = [&alice.0, &bob.0, &carol.0, &anonymous.0];
+        let distinct: std::collections::HashSet<_> = orders.iter().collect();
+        assert_eq!(distinct.len(), 4, "{orders:?}");
+        assert!(
+            [&alice, &bob, &carol, &anonymous]
+                .iter()
+                .all(|(_, replayed)| *replayed == Replayed::No)
+        );
+        // A caller's repeat is still its own order, replayed.
+        assert_eq!(
+            as_caller(&[("authorization", b"Bearer bob")]),
+            (bob.0.clone(), Replayed::Yes)
         );
     }
 }

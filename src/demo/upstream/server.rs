@@ -34,8 +34,6 @@ pub const MAX_ORDER_BYTES: usize = 1 << 20;
 pub(super) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(20);
 /// The header that marks an order answer as a repeat of an earlier one.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// The header that carries an order's idempotency key.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The body of an injected failure.
 const INJECTED_FAULT_BODY: &[u8] = br#"{"error":"injected fault"}"#;
 
@@ -151,11 +149,7 @@ impl Upstream {
                 );
             }
         };
-        let key = parts
-            .headers
-            .get(IDEMPOTENCY_KEY)
-            .map(HeaderValue::as_bytes);
-        let answer = api::create_order(&self.orders, key, &body);
+        let answer = api::create_order(&self.orders, &parts.headers, &body);
         if answer.status == StatusCode::CREATED {
             match answer.replayed {
                 Replayed::No => self.stats.order_created(),
