@@ -862,3 +862,36 @@ fn a_known_path_asked_with_another_method_gets_a_405_problem() {
     assert_problem(&reply, 405);
     assert_eq!(reply.header("allow"), Some("POST"));
 }
+
+#[test]
+fn a_path_with_a_dot_segment_is_refused_and_never_reaches_the_upstream() {
+    let upstream = ScriptedUpstream::always(canned(200, &[], "ok"));
+    let gateway = things_gateway(&upstream, "", "none");
+    for path in [
+        "/things/..",
+        "/things/.",
+        "/things/%2e%2E",
+        "/things/../admin",
+    ] {
+        let answer = support::gateway::raw_exchange(
+            gateway.listen_addr(),
+            format!("GET {path} HTTP/1.1\r\nhost: grace\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(answer.status, 400, "{path}: {answer:?}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/problem+json"),
+            "{path}"
+        );
+    }
+    // Dots that are not a whole `.` or `..` segment are an id like any other.
+    assert_eq!(gateway.get("/things/...").status, 200);
+    assert_eq!(gateway.get("/things/v1.2").status, 200);
+    let sent = upstream.wait_for_requests(2);
+    assert_eq!(
+        sent.iter()
+            .map(|request| request.target.as_str())
+            .collect::<Vec<_>>(),
+        ["/things/...", "/things/v1.2"]
+    );
+}

@@ -85,6 +85,15 @@ impl Public {
     ) -> Result<Response<Body>, Infallible> {
         let path = request.uri().path();
         let body_unread = Unread::of(&request);
+        if path.split('/').any(is_dot_segment) {
+            let answer = exchange::problem(
+                StatusCode::BAD_REQUEST,
+                &format!("the path {path} has a \".\" or \"..\" segment"),
+                serde_json::Value::Null,
+            );
+            self.metrics.request(None, RequestOutcome::Rejected);
+            return Ok(body_unread.close_after(answer));
+        }
         if let Some(public_id) = path.strip_prefix(REQUEST_STATUS_PREFIX) {
             let answer = self.request_status(request.method(), public_id).await;
             return Ok(body_unread.close_after(answer));
@@ -465,5 +474,39 @@ impl Unread {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         answer
+    }
+}
+
+/// Whether a path segment is `.` or `..`, plain or percent-encoded (`%2e`).
+/// An upstream that resolves such segments (RFC 3986, section 5.2.4) would
+/// answer `/users/..` as `/`, a path no route exposes, so the public
+/// listener refuses them (`400`), where nginx would resolve them first;
+/// `{name}` never matches one.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', after @ ..] => after,
+            [b'%', b'2', e, after @ ..] if e.eq_ignore_ascii_case(&b'e') => after,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    (1..=2).contains(&dots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dot_segment;
+
+    #[test]
+    fn dot_segments_are_found_plain_or_percent_encoded() {
+        for dots in [".", "..", "%2e", "%2E%2e", ".%2e", "%2e."] {
+            assert!(is_dot_segment(dots), "{dots}");
+        }
+        for other in ["", "...", "a.", ".a", "..%2f", "%2", "%2f", "users"] {
+            assert!(!is_dot_segment(other), "{other}");
+        }
     }
 }
