@@ -443,9 +443,12 @@ fn build_service(
     })
 }
 
-/// `http://host:port` with nothing after it but an optional `/`: the
-/// request's own path and query are appended unchanged, so the host and
-/// port are all there is to keep.
+/// `http://host:port` (port 80 when left out, as any HTTP client reads it)
+/// with nothing after it but an optional `/`: the request's own path and
+/// query are appended unchanged, so the host and port are all there is to
+/// keep. Whatever else a URL can hold is refused rather than dropped: a
+/// user and password (grace sends no credentials upstream), a fragment,
+/// and a port no connection can be made to.
 fn parse_base_url(url: &str) -> Result<Authority, String> {
     let uri: Uri = url
         .parse()
@@ -465,13 +468,54 @@ fn parse_base_url(url: &str) -> Result<Authority, String> {
     else {
         return Err(format!("bad url {url:?}: no host"));
     };
+    if let Some((userinfo, _)) = authority.as_str().rsplit_once('@') {
+        // Not repeated in the message: it may hold a password.
+        let shown = url.replacen(userinfo, "…", 1);
+        return Err(format!(
+            "bad url {shown:?}: a base URL has no user or password (grace sends no credentials upstream)"
+        ));
+    }
+    if url.contains('#') {
+        return Err(format!(
+            "bad url {url:?}: a base URL has no fragment (#...)"
+        ));
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     if path != "/" {
         return Err(format!(
             "bad url {url:?}: a base URL has no path or query (the request's own are forwarded)"
         ));
     }
+    let port = port_text(authority);
+    let number = port
+        .filter(|digits| digits.bytes().all(|byte| byte.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<u16>().ok());
+    match (port, number) {
+        (None, _) => {} // port 80, as any HTTP client reads `http://host`
+        (Some(""), _) => return Err(format!("bad url {url:?}: no port after the ':'")),
+        (Some(_), Some(0)) => {
+            return Err(format!("bad url {url:?}: port 0 cannot be connected to"));
+        }
+        (Some(_), Some(_)) => {}
+        (Some(port), None) => {
+            return Err(format!(
+                "bad url {url:?}: port {port:?} is not a number from 1 to 65535"
+            ));
+        }
+    }
     Ok(authority.clone())
+}
+
+/// What follows the host's `:` in `authority`, if anything does (a `:`
+/// inside an IPv6 literal's brackets is part of the host). Read from the
+/// text because [`Authority::port_u16`] says `None` alike for no port and
+/// for one out of range.
+fn port_text(authority: &Authority) -> Option<&str> {
+    let text = authority.as_str();
+    let after_host = text.rfind(']').map_or(0, |bracket| bracket + 1);
+    text[after_host..]
+        .find(':')
+        .map(|colon| &text[after_host + colon + 1..])
 }
 
 fn build_route(
@@ -671,6 +715,50 @@ degraded = { status = 200, body = '{"results":[],"degraded":true}' }
             assert_eq!(err.line, Some(2), "{url}: {err}");
             assert!(err.message.contains("bad url"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn urls_no_connection_could_use_are_refused_saying_why() {
+        for (url, says) in [
+            ("http://127.0.0.1:99999", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:65536", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:-1", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:+80", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:0", "port 0"),
+            ("http://127.0.0.1:", "no port after the ':'"),
+            ("http://127.0.0.1:29001#frag", "no fragment"),
+            ("http://127.0.0.1:29001/#", "no fragment"),
+        ] {
+            let err = error_of(&format!("[services.user]\nurl = \"{url}\"\n"));
+            assert_eq!(err.line, Some(2), "{url}: {err}");
+            assert!(err.message.contains("bad url"), "{url}: {err}");
+            assert!(err.message.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_user_or_password_is_refused_without_repeating_them() {
+        let err = error_of("[services.user]\nurl = \"http://user:secret@127.0.0.1:29001\"\n");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("no user or password"), "{err}");
+        assert!(!err.message.contains("secret"), "{err}");
+        assert!(err.message.contains("127.0.0.1:29001"), "{err}");
+    }
+
+    #[test]
+    fn a_url_without_a_port_means_port_80() {
+        for url in ["http://127.0.0.1", "http://localhost/", "http://[::1]"] {
+            let config = parse(&format!("[services.user]\nurl = \"{url}\"\n")).unwrap();
+            let Upstream::Http(authority) = &config.services[0].1.upstream else {
+                panic!("{url}: an HTTP upstream");
+            };
+            assert_eq!(authority.port_u16(), None, "{url}: the pool dials 80");
+        }
+        let config = parse("[services.user]\nurl = \"http://[::1]:8080\"\n").unwrap();
+        let Upstream::Http(authority) = &config.services[0].1.upstream else {
+            panic!("an HTTP upstream");
+        };
+        assert_eq!(authority.port_u16(), Some(8080));
     }
 
     #[test]
