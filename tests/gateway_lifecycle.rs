@@ -192,6 +192,22 @@ fn a_url_with_a_password_stops_it_at_start_without_printing_the_password() {
 }
 
 #[test]
+fn a_route_that_could_never_be_taken_stops_it_at_start() {
+    let route = |path: &str, extra: &str| {
+        format!(
+            "{ONE_SERVICE}\n[[routes]]\nmethod = \"GET\"\npath = \"{path}\"\nservice = \"user\"\n{extra}"
+        )
+    };
+    assert_refused_config(&route("/a b", ""), 6, "percent-encoded (%20)");
+    assert_refused_config(&route("/a/{id}/{id}", ""), 6, "{id} appears twice");
+    assert_refused_config(
+        &route("/a", "degraded = { status = 200 }\n"),
+        8,
+        "no `feature`",
+    );
+}
+
+#[test]
 fn an_unknown_field_stops_it_at_start() {
     assert_refused_config(&format!("{ONE_SERVICE}timeout = 5\n"), 3, "timeout");
     let route =

@@ -579,6 +579,15 @@ fn build_route(
     }
     let degraded = match raw.degraded {
         None => DegradedAnswer::default(),
+        Some(raw_degraded) if raw.feature.is_none() => {
+            return Err((
+                Some(raw_degraded.span()),
+                format!(
+                    "route {method} {path}: `degraded` is the answer while the route's `feature` \
+                     is off, and the route has no `feature`, so it would never be used"
+                ),
+            ));
+        }
         Some(raw_degraded) => {
             let span = raw_degraded.span();
             let raw_degraded = raw_degraded.into_inner();
@@ -759,6 +768,39 @@ degraded = { status = 200, body = '{"results":[],"degraded":true}' }
             panic!("an HTTP upstream");
         };
         assert_eq!(authority.port_u16(), Some(8080));
+    }
+
+    /// One route under [`ONE_SERVICE`], its `[[routes]]` header on line 4.
+    fn one_route(path: &str, extra: &str) -> String {
+        format!(
+            "{ONE_SERVICE}\n[[routes]]\nmethod = \"GET\"\npath = \"{path}\"\nservice = \"user\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_path_no_request_could_match_is_refused_with_its_line() {
+        for (path, says) in [
+            ("/a b", "write it percent-encoded (%20)"),
+            ("/a/{id}/{id}", "{id} appears twice"),
+            ("/a/{}", "needs a name"),
+            ("/a/{id", "a parameter is a whole segment"),
+            ("/a/id}", "a parameter is a whole segment"),
+            ("a/{id}", "starts with /"),
+        ] {
+            let err = error_of(&one_route(path, ""));
+            assert_eq!(err.line, Some(6), "{path}: {err}");
+            assert!(err.message.contains("bad path"), "{path}: {err}");
+            assert!(err.message.contains(says), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_degraded_answer_on_a_route_without_a_feature_is_refused_with_its_line() {
+        let err = error_of(&one_route("/x", "degraded = { status = 200 }\n"));
+        assert_eq!(err.line, Some(8), "{err}");
+        assert!(err.message.contains("no `feature`"), "{err}");
+        let with_feature = one_route("/x", "feature = \"x\"\ndegraded = { status = 200 }\n");
+        assert!(parse(&with_feature).is_ok());
     }
 
     #[test]
