@@ -192,6 +192,20 @@ fn a_url_with_a_password_stops_it_at_start_without_printing_the_password() {
 }
 
 #[test]
+fn a_bad_service_value_stops_it_naming_the_keys_own_line() {
+    assert_refused_config(
+        &format!("{ONE_SERVICE}failure_statuses = [500, 1000]\n"),
+        3,
+        "1000 is not an HTTP status",
+    );
+    assert_refused_config(
+        &format!("{ONE_SERVICE}\ntimeout_ms = 0\n"),
+        4,
+        "timeout_ms: must be at least 1",
+    );
+}
+
+#[test]
 fn a_route_that_could_never_be_taken_stops_it_at_start() {
     let route = |path: &str, extra: &str| {
         format!(
