@@ -166,6 +166,62 @@ fn a_bad_url_stops_it_at_start() {
 }
 
 #[test]
+fn a_url_no_connection_could_use_stops_it_at_start() {
+    for (url, says) in [
+        ("http://127.0.0.1:99999", "not a number from 1 to 65535"),
+        ("http://127.0.0.1:0", "port 0"),
+        ("http://127.0.0.1:29001#frag", "no fragment"),
+    ] {
+        assert_refused_config(&format!("[services.user]\n\nurl = \"{url}\"\n"), 3, says);
+    }
+}
+
+#[test]
+fn a_url_with_a_password_stops_it_at_start_without_printing_the_password() {
+    let exited = Gateway::builder()
+        .config("[services.user]\nurl = \"http://user:hunter2@127.0.0.1:29001\"\n")
+        .run_to_exit();
+    assert_eq!(exited.status.code(), Some(2), "{exited:?}");
+    assert!(exited.stderr.contains("grace.toml:2:"), "{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("no user or password"),
+        "{}",
+        exited.stderr
+    );
+    assert!(!exited.stderr.contains("hunter2"), "{}", exited.stderr);
+}
+
+#[test]
+fn a_bad_service_value_stops_it_naming_the_keys_own_line() {
+    assert_refused_config(
+        &format!("{ONE_SERVICE}failure_statuses = [500, 1000]\n"),
+        3,
+        "1000 is not an HTTP status",
+    );
+    assert_refused_config(
+        &format!("{ONE_SERVICE}\ntimeout_ms = 0\n"),
+        4,
+        "timeout_ms: must be at least 1",
+    );
+}
+
+#[test]
+fn a_route_that_could_never_be_taken_stops_it_at_start() {
+    let route = |path: &str, extra: &str| {
+        format!(
+            "{ONE_SERVICE}\n[[routes]]\nmethod = \"GET\"\npath = \"{path}\"\nservice = \"user\"\n{extra}"
+        )
+    };
+    assert_refused_config(&route("/a b", ""), 6, "percent-encoded (%20)");
+    assert_refused_config(&route("/a/{id}/{id}", ""), 6, "{id} appears twice");
+    assert_refused_config(
+        &route("/a", "degraded = { status = 200 }\n"),
+        8,
+        "no `feature`",
+    );
+}
+
+#[test]
 fn an_unknown_field_stops_it_at_start() {
     assert_refused_config(&format!("{ONE_SERVICE}timeout = 5\n"), 3, "timeout");
     let route =

@@ -1,9 +1,10 @@
 //! The gateway's configuration file: the upstream services, the routes in
 //! front of them, and which features each load mode switches off.
 //!
-//! A mistake in it stops grace at start with a message naming the line
-//! (unknown field, unknown service, a URL that is not `http://host:port`, a
-//! route declared twice), rather than surfacing as odd behaviour under
+//! A mistake in it stops grace at start with a message naming the line of
+//! the key at fault (unknown field, unknown service, a URL that is not
+//! `http://host:port`, a value out of range, a route declared twice or one
+//! no request could take), rather than surfacing as odd behaviour under
 //! traffic. Everything not set falls back to the defaults the flags give,
 //! so a minimal file names only URLs and routes. `grace serve` without a
 //! file runs [`GatewayConfig::demo`]: the built-in demo services, answered
@@ -132,9 +133,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawService {
     url: Option<Spanned<String>>,
-    timeout_ms: Option<u64>,
-    failure_statuses: Option<Vec<u16>>,
-    max_stale_ms: Option<u64>,
+    timeout_ms: Option<Spanned<u64>>,
+    failure_statuses: Option<Vec<Spanned<u16>>>,
+    max_stale_ms: Option<Spanned<u64>>,
     #[serde(default)]
     breaker: RawBreaker,
 }
@@ -143,16 +144,16 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     failure_threshold: Option<u32>,
-    open_timeout_ms: Option<u64>,
-    open_timeout_max_ms: Option<u64>,
-    failure_rate_threshold: Option<f64>,
-    slow_call_rate_threshold: Option<f64>,
-    slow_call_duration_ms: Option<u64>,
+    open_timeout_ms: Option<Spanned<u64>>,
+    open_timeout_max_ms: Option<Spanned<u64>>,
+    failure_rate_threshold: Option<Spanned<f64>>,
+    slow_call_rate_threshold: Option<Spanned<f64>>,
+    slow_call_duration_ms: Option<Spanned<u64>>,
     sliding_window: Option<SlidingWindow>,
     sliding_window_size: Option<u32>,
     minimum_calls: Option<u32>,
     permitted_calls_in_half_open: Option<u32>,
-    max_wait_in_half_open_ms: Option<u64>,
+    max_wait_in_half_open_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -172,7 +173,7 @@ struct RawRoute {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDegraded {
-    status: Option<u16>,
+    status: Option<Spanned<u16>>,
     body: Option<String>,
     content_type: Option<String>,
 }
@@ -349,45 +350,61 @@ fn build_service(
             Upstream::Http(parse_base_url(url.get_ref()).map_err(|message| (Some(span), message))?)
         }
     };
-    let millis =
-        |value: Option<u64>, field: &str, default: Duration| -> Result<Duration, Located> {
-            match value {
-                None => Ok(default),
-                Some(ms) if ms <= MAX_MS => Ok(Duration::from_millis(ms)),
-                Some(ms) => Err((
-                    None,
-                    format!("services.{name}.{field}: {ms} is more than {MAX_MS} ms"),
-                )),
-            }
-        };
-    let timeout = millis(raw.timeout_ms, "timeout_ms", defaults.timeout)?;
-    if timeout.is_zero() {
+    // Each check below names the value's own span, so the error points at
+    // the offending key's line rather than the `[services.NAME]` header.
+    let millis = |value: Option<Spanned<u64>>,
+                  field: &str,
+                  default: Duration|
+     -> Result<Duration, Located> {
+        match value {
+            None => Ok(default),
+            Some(ms) if *ms.get_ref() <= MAX_MS => Ok(Duration::from_millis(*ms.get_ref())),
+            Some(ms) => Err((
+                Some(ms.span()),
+                format!(
+                    "services.{name}.{field}: {} is more than {MAX_MS} ms",
+                    ms.get_ref()
+                ),
+            )),
+        }
+    };
+    if let Some(zero) = raw.timeout_ms.as_ref().filter(|ms| *ms.get_ref() == 0) {
         return Err((
-            None,
+            Some(zero.span()),
             format!("services.{name}.timeout_ms: must be at least 1"),
         ));
     }
-    let failure_statuses = raw
-        .failure_statuses
-        .unwrap_or_else(|| defaults.failure_statuses.clone());
-    if let Some(bad) = failure_statuses
-        .iter()
-        .find(|status| !(100..=599).contains(*status))
-    {
-        return Err((
-            None,
-            format!("services.{name}.failure_statuses: {bad} is not an HTTP status"),
-        ));
-    }
+    let timeout = millis(raw.timeout_ms, "timeout_ms", defaults.timeout)?;
+    let failure_statuses = match raw.failure_statuses {
+        None => defaults.failure_statuses.clone(),
+        Some(statuses) => {
+            if let Some(bad) = statuses
+                .iter()
+                .find(|status| !(100..=599).contains(status.get_ref()))
+            {
+                return Err((
+                    Some(bad.span()),
+                    format!(
+                        "services.{name}.failure_statuses: {} is not an HTTP status",
+                        bad.get_ref()
+                    ),
+                ));
+            }
+            statuses.into_iter().map(Spanned::into_inner).collect()
+        }
+    };
     let b = raw.breaker;
     let d = defaults.breaker;
-    let percent = |value: Option<f64>, field: &str| -> Result<Option<f64>, Located> {
+    let percent = |value: Option<Spanned<f64>>, field: &str| -> Result<Option<f64>, Located> {
         match value {
-            Some(p) if !(0.0..=100.0).contains(&p) || p.is_nan() => Err((
-                None,
-                format!("services.{name}.breaker.{field}: {p} is not a percentage from 0 to 100"),
+            Some(p) if !(0.0..=100.0).contains(p.get_ref()) || p.get_ref().is_nan() => Err((
+                Some(p.span()),
+                format!(
+                    "services.{name}.breaker.{field}: {} is not a percentage from 0 to 100",
+                    p.get_ref()
+                ),
             )),
-            other => Ok(other),
+            other => Ok(other.map(Spanned::into_inner)),
         }
     };
     let breaker = BreakerConfig {
@@ -422,7 +439,7 @@ fn build_service(
             .unwrap_or(d.permitted_calls_in_half_open)
             .max(1),
         max_wait_in_half_open: match b.max_wait_in_half_open_ms {
-            Some(0) => None,
+            Some(ms) if *ms.get_ref() == 0 => None,
             Some(ms) => Some(millis(
                 Some(ms),
                 "breaker.max_wait_in_half_open_ms",
@@ -443,9 +460,12 @@ fn build_service(
     })
 }
 
-/// `http://host:port` with nothing after it but an optional `/`: the
-/// request's own path and query are appended unchanged, so the host and
-/// port are all there is to keep.
+/// `http://host:port` (port 80 when left out, as any HTTP client reads it)
+/// with nothing after it but an optional `/`: the request's own path and
+/// query are appended unchanged, so the host and port are all there is to
+/// keep. Whatever else a URL can hold is refused rather than dropped: a
+/// user and password (grace sends no credentials upstream), a fragment,
+/// and a port no connection can be made to.
 fn parse_base_url(url: &str) -> Result<Authority, String> {
     let uri: Uri = url
         .parse()
@@ -465,13 +485,54 @@ fn parse_base_url(url: &str) -> Result<Authority, String> {
     else {
         return Err(format!("bad url {url:?}: no host"));
     };
+    if let Some((userinfo, _)) = authority.as_str().rsplit_once('@') {
+        // Not repeated in the message: it may hold a password.
+        let shown = url.replacen(userinfo, "…", 1);
+        return Err(format!(
+            "bad url {shown:?}: a base URL has no user or password (grace sends no credentials upstream)"
+        ));
+    }
+    if url.contains('#') {
+        return Err(format!(
+            "bad url {url:?}: a base URL has no fragment (#...)"
+        ));
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     if path != "/" {
         return Err(format!(
             "bad url {url:?}: a base URL has no path or query (the request's own are forwarded)"
         ));
     }
+    let port = port_text(authority);
+    let number = port
+        .filter(|digits| digits.bytes().all(|byte| byte.is_ascii_digit()))
+        .and_then(|digits| digits.parse::<u16>().ok());
+    match (port, number) {
+        (None, _) => {} // port 80, as any HTTP client reads `http://host`
+        (Some(""), _) => return Err(format!("bad url {url:?}: no port after the ':'")),
+        (Some(_), Some(0)) => {
+            return Err(format!("bad url {url:?}: port 0 cannot be connected to"));
+        }
+        (Some(_), Some(_)) => {}
+        (Some(port), None) => {
+            return Err(format!(
+                "bad url {url:?}: port {port:?} is not a number from 1 to 65535"
+            ));
+        }
+    }
     Ok(authority.clone())
+}
+
+/// What follows the host's `:` in `authority`, if anything does (a `:`
+/// inside an IPv6 literal's brackets is part of the host). Read from the
+/// text because [`Authority::port_u16`] says `None` alike for no port and
+/// for one out of range.
+fn port_text(authority: &Authority) -> Option<&str> {
+    let text = authority.as_str();
+    let after_host = text.rfind(']').map_or(0, |bracket| bracket + 1);
+    text[after_host..]
+        .find(':')
+        .map(|colon| &text[after_host + colon + 1..])
 }
 
 fn build_route(
@@ -535,19 +596,27 @@ fn build_route(
     }
     let degraded = match raw.degraded {
         None => DegradedAnswer::default(),
+        Some(raw_degraded) if raw.feature.is_none() => {
+            return Err((
+                Some(raw_degraded.span()),
+                format!(
+                    "route {method} {path}: `degraded` is the answer while the route's `feature` \
+                     is off, and the route has no `feature`, so it would never be used"
+                ),
+            ));
+        }
         Some(raw_degraded) => {
-            let span = raw_degraded.span();
             let raw_degraded = raw_degraded.into_inner();
             let defaults = DegradedAnswer::default();
             let status = match raw_degraded.status {
                 None => defaults.status,
-                Some(code) => StatusCode::from_u16(code)
+                Some(code) => StatusCode::from_u16(*code.get_ref())
                     .ok()
                     .filter(|status| (100..=599).contains(&status.as_u16()))
                     .ok_or_else(|| {
                         (
-                            Some(span.clone()),
-                            format!("degraded.status {code} is not an HTTP status"),
+                            Some(code.span()),
+                            format!("degraded.status {} is not an HTTP status", code.get_ref()),
                         )
                     })?,
             };
@@ -671,6 +740,145 @@ degraded = { status = 200, body = '{"results":[],"degraded":true}' }
             assert_eq!(err.line, Some(2), "{url}: {err}");
             assert!(err.message.contains("bad url"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn urls_no_connection_could_use_are_refused_saying_why() {
+        for (url, says) in [
+            ("http://127.0.0.1:99999", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:65536", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:-1", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:+80", "not a number from 1 to 65535"),
+            ("http://127.0.0.1:0", "port 0"),
+            ("http://127.0.0.1:", "no port after the ':'"),
+            ("http://127.0.0.1:29001#frag", "no fragment"),
+            ("http://127.0.0.1:29001/#", "no fragment"),
+        ] {
+            let err = error_of(&format!("[services.user]\nurl = \"{url}\"\n"));
+            assert_eq!(err.line, Some(2), "{url}: {err}");
+            assert!(err.message.contains("bad url"), "{url}: {err}");
+            assert!(err.message.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_a_user_or_password_is_refused_without_repeating_them() {
+        let err = error_of("[services.user]\nurl = \"http://user:secret@127.0.0.1:29001\"\n");
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("no user or password"), "{err}");
+        assert!(!err.message.contains("secret"), "{err}");
+        assert!(err.message.contains("127.0.0.1:29001"), "{err}");
+    }
+
+    #[test]
+    fn a_url_without_a_port_means_port_80() {
+        for url in ["http://127.0.0.1", "http://localhost/", "http://[::1]"] {
+            let config = parse(&format!("[services.user]\nurl = \"{url}\"\n")).unwrap();
+            let Upstream::Http(authority) = &config.services[0].1.upstream else {
+                panic!("{url}: an HTTP upstream");
+            };
+            assert_eq!(authority.port_u16(), None, "{url}: the pool dials 80");
+        }
+        let config = parse("[services.user]\nurl = \"http://[::1]:8080\"\n").unwrap();
+        let Upstream::Http(authority) = &config.services[0].1.upstream else {
+            panic!("an HTTP upstream");
+        };
+        assert_eq!(authority.port_u16(), Some(8080));
+    }
+
+    #[test]
+    fn value_errors_in_a_service_name_the_offending_keys_line() {
+        let too_long = MAX_MS + 1;
+        let cases: [(String, usize, String); 8] = [
+            (
+                "failure_statuses = [500, 1000]\n".into(),
+                3,
+                "1000 is not an HTTP status".into(),
+            ),
+            (
+                "failure_statuses = [\n  500,\n  99,\n]\n".into(),
+                5,
+                "99 is not an HTTP status".into(),
+            ),
+            (
+                "timeout_ms = 0\n".into(),
+                3,
+                "timeout_ms: must be at least 1".into(),
+            ),
+            (
+                format!("\ntimeout_ms = {too_long}\n"),
+                4,
+                format!("timeout_ms: {too_long} is more than {MAX_MS} ms"),
+            ),
+            (
+                format!("max_stale_ms = {too_long}\n"),
+                3,
+                "max_stale_ms".into(),
+            ),
+            (
+                "[services.user.breaker]\nminimum_calls = 5\nfailure_rate_threshold = 101\n".into(),
+                5,
+                "failure_rate_threshold: 101 is not a percentage".into(),
+            ),
+            (
+                format!("[services.user.breaker]\nopen_timeout_ms = {too_long}\n"),
+                4,
+                "breaker.open_timeout_ms".into(),
+            ),
+            (
+                format!("breaker = {{ max_wait_in_half_open_ms = {too_long} }}\n"),
+                3,
+                "breaker.max_wait_in_half_open_ms".into(),
+            ),
+        ];
+        for (settings, line, says) in cases {
+            let err = error_of(&format!("{ONE_SERVICE}{settings}"));
+            assert_eq!(err.line, Some(line), "{settings}: {err}");
+            assert!(err.message.contains(&says), "{settings}: {err}");
+        }
+    }
+
+    /// One route under [`ONE_SERVICE`], its `[[routes]]` header on line 4.
+    fn one_route(path: &str, extra: &str) -> String {
+        format!(
+            "{ONE_SERVICE}\n[[routes]]\nmethod = \"GET\"\npath = \"{path}\"\nservice = \"user\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_path_no_request_could_match_is_refused_with_its_line() {
+        for (path, says) in [
+            ("/a b", "write it percent-encoded (%20)"),
+            ("/a/{id}/{id}", "{id} appears twice"),
+            ("/a/{}", "needs a name"),
+            ("/a/{id", "a parameter is a whole segment"),
+            ("/a/id}", "a parameter is a whole segment"),
+            ("a/{id}", "starts with /"),
+        ] {
+            let err = error_of(&one_route(path, ""));
+            assert_eq!(err.line, Some(6), "{path}: {err}");
+            assert!(err.message.contains("bad path"), "{path}: {err}");
+            assert!(err.message.contains(says), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_degraded_answer_on_a_route_without_a_feature_is_refused_with_its_line() {
+        let err = error_of(&one_route("/x", "degraded = { status = 200 }\n"));
+        assert_eq!(err.line, Some(8), "{err}");
+        assert!(err.message.contains("no `feature`"), "{err}");
+        let with_feature = one_route("/x", "feature = \"x\"\ndegraded = { status = 200 }\n");
+        assert!(parse(&with_feature).is_ok());
+    }
+
+    #[test]
+    fn a_bad_degraded_status_names_its_own_line() {
+        let err = error_of(&one_route(
+            "/x",
+            "feature = \"x\"\n[routes.degraded]\nbody = \"off\"\nstatus = 99\n",
+        ));
+        assert_eq!(err.line, Some(11), "{err}");
+        assert!(err.message.contains("99 is not an HTTP status"), "{err}");
     }
 
     #[test]

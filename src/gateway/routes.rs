@@ -9,6 +9,7 @@
 //! never takes part: it is forwarded as it is.
 
 use http::Method;
+use http::uri::PathAndQuery;
 use std::fmt;
 
 /// One segment of a pattern.
@@ -50,15 +51,32 @@ impl PathPattern {
             for segment in rest.split('/') {
                 let parsed = match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                     Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
+                        if segments.contains(&Segment::Param(name.to_string())) {
+                            return Err(PatternError(format!(
+                                "parameter {{{name}}} appears twice; each needs its own name"
+                            )));
+                        }
                         Segment::Param(name.to_string())
+                    }
+                    Some("") => {
+                        return Err(PatternError("a parameter needs a name, like {id}".into()));
                     }
                     Some(_) => return Err(PatternError(format!("bad parameter {segment:?}"))),
                     None if segment.contains(['{', '}']) => {
                         return Err(PatternError(format!(
-                            "{segment:?}: a parameter is a whole segment, like {{id}}"
+                            "{segment:?}: a parameter is a whole segment in braces, like {{id}}"
                         )));
                     }
-                    None => Segment::Literal(segment.to_string()),
+                    None => {
+                        if let Some(never) = segment.chars().find(|&c| !can_appear_in_a_path(c)) {
+                            return Err(PatternError(format!(
+                                "{never:?} never appears as it is in a request's path, so this \
+                                 route could never match; write it percent-encoded ({})",
+                                percent_encoded(never)
+                            )));
+                        }
+                        Segment::Literal(segment.to_string())
+                    }
                 };
                 segments.push(parsed);
             }
@@ -114,6 +132,23 @@ impl PathPattern {
         }
         parts.next().is_none()
     }
+}
+
+/// Whether `c` can arrive unencoded in a request's path, as the server reads
+/// request targets (with the `http` crate's own parser): a literal segment
+/// holding any other character (a space, `<`, a control character) could
+/// never equal a segment of a request, so its route would never be taken.
+fn can_appear_in_a_path(c: char) -> bool {
+    format!("/{c}").parse::<PathAndQuery>().is_ok()
+}
+
+/// `c` as a request carries it: `%` and two hex digits per UTF-8 byte.
+fn percent_encoded(c: char) -> String {
+    let mut utf8 = [0; 4];
+    c.encode_utf8(&mut utf8)
+        .bytes()
+        .map(|byte| format!("%{byte:02X}"))
+        .collect()
 }
 
 impl fmt::Display for PathPattern {
@@ -200,9 +235,51 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_refused() {
-        for bad in ["users", "/users/{", "/users/{}", "/users/x{id}", "/a?b"] {
+        for bad in [
+            "users",
+            "",
+            "/users/{",
+            "/users/}",
+            "/users/{}",
+            "/users/x{id}",
+            "/users/{id}x",
+            "/users/{{id}}",
+            "/a?b",
+            "/a#b",
+        ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_character_no_request_path_holds_is_refused_with_its_encoding() {
+        for (bad, encoded) in [("/a b", "%20"), ("/a<b", "%3C"), ("/a\tb", "%09")] {
+            let err = PathPattern::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains(encoded), "{bad}: {err}");
+        }
+        let encoded = pattern("/a%20b");
+        assert!(
+            encoded.matches("/a%20b"),
+            "the encoded form is the one requests carry"
+        );
+        assert!(
+            pattern("/caf\u{e9}").matches("/caf\u{e9}"),
+            "UTF-8 arrives as it is"
+        );
+    }
+
+    #[test]
+    fn a_parameter_named_twice_is_refused() {
+        let err = PathPattern::parse("/a/{id}/{id}").unwrap_err().to_string();
+        assert!(err.contains("{id} appears twice"), "{err}");
+        assert!(PathPattern::parse("/a/{id}/{other}").is_ok());
+    }
+
+    #[test]
+    fn empty_and_trailing_segments_are_literal_and_match_as_written() {
+        assert!(pattern("/a//b").matches("/a//b"));
+        assert!(pattern("/a/").matches("/a/"));
+        assert!(!pattern("/a/").matches("/a"));
     }
 
     #[test]
