@@ -362,6 +362,80 @@ fn metrics_count_requests_calls_breakers_cache_queue_and_mode() {
 }
 
 // ---------------------------------------------------------------------------
+// Methods
+
+#[test]
+fn a_405_on_the_admin_listener_lists_the_methods_its_path_takes() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    for (method, path, allow) in [
+        ("GET", "/mode", "PUT"),
+        ("POST", "/mode", "PUT"),
+        ("GET", "/features/search", "PUT"),
+        ("DELETE", "/status", "GET, HEAD"),
+        ("PUT", "/queue", "GET, HEAD"),
+        ("GET", "/queue/process", "POST"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("POST", "/events", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
+        ("PUT", "/dashboard.js", "GET, HEAD"),
+    ] {
+        let reply = gateway.request(method, &gateway.admin_url(path), &[], None);
+        assert_eq!(reply.status, 405, "{method} {path}: {reply:?}");
+        assert_eq!(
+            reply.header("allow"),
+            Some(allow),
+            "RFC 9110: a 405 says what is allowed; {method} {path}: {reply:?}"
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    let nowhere = gateway.request("DELETE", &gateway.admin_url("/nowhere"), &[], None);
+    assert_eq!(nowhere.status, 404, "{nowhere:?}");
+    assert_eq!(nowhere.header("allow"), None);
+}
+
+#[test]
+fn head_on_an_admin_route_answers_as_get_does_without_the_body() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    for path in [
+        "/status",
+        "/queue",
+        "/metrics",
+        "/",
+        "/dashboard.css",
+        "/dashboard.js",
+    ] {
+        let get = gateway.admin_get(path);
+        let head = gateway.request("HEAD", &gateway.admin_url(path), &[], None);
+        assert_eq!(head.status, 200, "HEAD {path}: {head:?}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "HEAD {path}"
+        );
+        assert_eq!(head.body, "", "HEAD {path}");
+    }
+    // The page does not change between two requests: its length is GET's.
+    let page = gateway.admin_get("/");
+    let head = gateway.request("HEAD", &gateway.admin_url("/"), &[], None);
+    assert_eq!(
+        head.header("content-length"),
+        Some(page.body.len().to_string().as_str())
+    );
+    let events = gateway.request("HEAD", &gateway.admin_url("/events"), &[], None);
+    assert_eq!(events.status, 200, "{events:?}");
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    assert_eq!(events.body, "");
+    gateway.wait_for_status("the stream behind HEAD /events to end", |status| {
+        status["event_streams"] == 0
+    });
+}
+
+// ---------------------------------------------------------------------------
 // Who may use it
 
 #[test]

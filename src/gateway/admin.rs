@@ -6,7 +6,9 @@
 //! listener of its own, on loopback unless `--admin-token` is set; with a
 //! token every request must carry `Authorization: Bearer <token>` (else
 //! `401`), except the dashboard's page, script and style, which hold no
-//! data. None of these routes exists on the public listener.
+//! data. None of these routes exists on the public listener. Every `GET`
+//! route answers `HEAD` as well, and a `405` lists in `Allow` the methods
+//! its path takes.
 
 use super::dashboard::Dashboard;
 use super::dashboard::events::EventStream;
@@ -29,6 +31,9 @@ pub type AdminBody = Either<Body, EventStream>;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Where a feature's kill switch is, followed by the feature's name.
+const FEATURES_PREFIX: &str = "/features/";
 
 /// What the admin listener's tasks share.
 pub struct Admin {
@@ -76,12 +81,11 @@ impl Admin {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<AdminBody>, Infallible> {
-        if request.method() == Method::GET
-            && let Some(page) = super::dashboard::asset(request.uri().path())
-        {
+        let reads = routed_as(request.method()) == Method::GET;
+        if reads && let Some(page) = super::dashboard::asset(request.uri().path()) {
             return Ok(page.map(Either::Left));
         }
-        if request.method() == Method::GET && request.uri().path() == "/events" {
+        if reads && request.uri().path() == "/events" {
             if !self.authorized(request.headers()) {
                 return Ok(unauthorized().map(Either::Left));
             }
@@ -100,12 +104,12 @@ impl Admin {
             Err(_) => return bad_request("the body is too large"),
         };
         let path = parts.uri.path();
-        match (&parts.method, path) {
+        match (routed_as(&parts.method), path) {
             (&Method::GET, "/status") => self.status().await,
             (&Method::GET, "/queue") => self.queue().await,
             (&Method::PUT, "/mode") => self.set_mode(&body).await,
-            (&Method::PUT, feature) if feature.starts_with("/features/") => {
-                let name = feature.trim_start_matches("/features/");
+            (&Method::PUT, feature) if feature.starts_with(FEATURES_PREFIX) => {
+                let name = feature.trim_start_matches(FEATURES_PREFIX);
                 self.set_feature(name, &body).await
             }
             (&Method::POST, "/queue/process") => self.process_queue().await,
@@ -116,20 +120,24 @@ impl Admin {
                     self.metrics.encode()
                 },
             ),
-            (
-                _,
-                "/status" | "/queue" | "/mode" | "/queue/process" | "/metrics" | "/" | "/events"
-                | "/dashboard.css" | "/dashboard.js",
-            ) => exchange::problem(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{} {path} is not an admin route", parts.method),
-                serde_json::Value::Null,
-            ),
-            _ => exchange::problem(
-                StatusCode::NOT_FOUND,
-                &format!("no admin route {path}"),
-                serde_json::Value::Null,
-            ),
+            _ => match allowed_methods(path) {
+                Some(allow) => {
+                    let mut answer = exchange::problem(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &format!("{} {path} is not an admin route", parts.method),
+                        serde_json::Value::Null,
+                    );
+                    answer
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                    answer
+                }
+                None => exchange::problem(
+                    StatusCode::NOT_FOUND,
+                    &format!("no admin route {path}"),
+                    serde_json::Value::Null,
+                ),
+            },
         }
     }
 
@@ -263,6 +271,30 @@ impl Admin {
             ),
             None => stopping(),
         }
+    }
+}
+
+/// The method a request is routed as: `HEAD` as `GET`, whose answer hyper
+/// sends without its body (RFC 9110 asks a server to answer `HEAD` wherever
+/// it answers `GET`, with the same headers).
+fn routed_as(method: &Method) -> &Method {
+    if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    }
+}
+
+/// The methods `path` takes, as a `405`'s `Allow` lists them (RFC 9110
+/// requires it); `None` when `path` is no admin route at all (`404`).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/status" | "/queue" | "/metrics" | "/events" | "/" | "/dashboard.css"
+        | "/dashboard.js" => Some("GET, HEAD"),
+        "/mode" => Some("PUT"),
+        "/queue/process" => Some("POST"),
+        _ if path.starts_with(FEATURES_PREFIX) => Some("PUT"),
+        _ => None,
     }
 }
 
