@@ -361,6 +361,24 @@ fn metrics_count_requests_calls_breakers_cache_queue_and_mode() {
     expect("grace_mode", 1.0);
 }
 
+#[test]
+fn metrics_list_every_breaker_transition_at_zero_before_any_happens() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    let metrics = gateway.metrics();
+    assert!(
+        metrics.contains("# TYPE grace_breaker_transitions counter"),
+        "{metrics}"
+    );
+    for service in ["order", "product", "user"] {
+        for to in ["closed", "open", "half_open"] {
+            let key =
+                format!(r#"grace_breaker_transitions_total{{service="{service}",to="{to}"}}"#);
+            assert_eq!(sample(&metrics, &key), Some(0.0), "{key} in:\n{metrics}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Methods
 
