@@ -177,6 +177,23 @@ fn unknown_modes_and_features_are_refused() {
 }
 
 #[test]
+fn an_admin_body_beyond_the_limit_gets_413_and_changes_nothing() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    let padded =
+        |mode: &str, spaces: usize| format!(r#"{{"mode":"{mode}"}}{}"#, " ".repeat(spaces));
+    let within = gateway.admin_send("PUT", "/mode", &padded("degraded", 60_000), &[]);
+    assert_eq!(within.status, 200, "{within:?}");
+    let beyond = gateway.admin_send("PUT", "/mode", &padded("critical", 70_000), &[]);
+    assert_eq!(beyond.status, 413, "{beyond:?}");
+    assert_eq!(
+        beyond.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(gateway.status()["mode"], "degraded");
+}
+
+#[test]
 fn auto_mode_follows_the_cpu_usage_sent_with_the_thresholds_and_hysteresis() {
     let upstream = DemoUpstream::spawn();
     // Samples far apart, so only the values sent decide in this test.
