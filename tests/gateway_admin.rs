@@ -177,6 +177,37 @@ fn unknown_modes_and_features_are_refused() {
 }
 
 #[test]
+fn a_json_array_is_refused_as_an_admin_body_and_changes_nothing() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    for (path, body) in [
+        ("/mode", "[]"),
+        ("/mode", r#"["critical"]"#),
+        ("/mode", r#"["auto", 99]"#),
+        ("/features/search", "[false]"),
+    ] {
+        let reply = gateway.admin_send("PUT", path, body, &[]);
+        assert_eq!(reply.status, 400, "PUT {path} {body}: {reply:?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        let detail = reply.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            detail.contains("the body is an array, not an object"),
+            "PUT {path} {body}: {detail}"
+        );
+    }
+    let status = gateway.status();
+    assert_eq!(status["mode"], "normal", "{status}");
+    assert_eq!(status["auto"], false, "{status}");
+    assert_eq!(status["killed_features"], json!([]), "{status}");
+}
+
+#[test]
 fn an_admin_body_beyond_the_limit_gets_413_and_changes_nothing() {
     let upstream = DemoUpstream::spawn();
     let gateway = demo_gateway(&upstream);

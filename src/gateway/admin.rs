@@ -22,6 +22,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -222,7 +223,7 @@ impl Admin {
     }
 
     async fn set_mode(&self, body: &[u8]) -> Response<Body> {
-        let SetMode { mode, cpu_usage } = match serde_json::from_slice(body) {
+        let SetMode { mode, cpu_usage } = match from_json_object(body) {
             Ok(parsed) => parsed,
             Err(err) => return bad_request(&format!("expected {{\"mode\": ...}}: {err}")),
         };
@@ -241,7 +242,7 @@ impl Admin {
     }
 
     async fn set_feature(&self, name: &str, body: &[u8]) -> Response<Body> {
-        let SetFeature { enabled } = match serde_json::from_slice(body) {
+        let SetFeature { enabled } = match from_json_object(body) {
             Ok(parsed) => parsed,
             Err(err) => {
                 return bad_request(&format!("expected {{\"enabled\": true|false}}: {err}"));
@@ -272,6 +273,36 @@ impl Admin {
             ),
             None => stopping(),
         }
+    }
+}
+
+/// `body` read as `T`, which it must spell as a JSON object. serde's
+/// derived structs take a JSON array too, field by field in order, so
+/// `["critical"]` would pass for `{"mode": "critical"}` and `[]` for `{}`:
+/// anything but an object is refused before serde reads it as `T`.
+fn from_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let first = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if first == Some(&b'{') {
+        return serde_json::from_slice(body).map_err(|err| err.to_string());
+    }
+    // Not an object: read whole only to say what it is instead.
+    match serde_json::from_slice(body) {
+        Ok(value) => Err(format!("the body is {}, not an object", json_kind(&value))),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// What kind of JSON value `value` is, as a sentence names it.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
