@@ -177,6 +177,54 @@ fn unknown_modes_and_features_are_refused() {
 }
 
 #[test]
+fn a_json_array_is_refused_as_an_admin_body_and_changes_nothing() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    for (path, body) in [
+        ("/mode", "[]"),
+        ("/mode", r#"["critical"]"#),
+        ("/mode", r#"["auto", 99]"#),
+        ("/features/search", "[false]"),
+    ] {
+        let reply = gateway.admin_send("PUT", path, body, &[]);
+        assert_eq!(reply.status, 400, "PUT {path} {body}: {reply:?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        let detail = reply.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            detail.contains("the body is an array, not an object"),
+            "PUT {path} {body}: {detail}"
+        );
+    }
+    let status = gateway.status();
+    assert_eq!(status["mode"], "normal", "{status}");
+    assert_eq!(status["auto"], false, "{status}");
+    assert_eq!(status["killed_features"], json!([]), "{status}");
+}
+
+#[test]
+fn an_admin_body_beyond_the_limit_gets_413_and_changes_nothing() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    let padded =
+        |mode: &str, spaces: usize| format!(r#"{{"mode":"{mode}"}}{}"#, " ".repeat(spaces));
+    let within = gateway.admin_send("PUT", "/mode", &padded("degraded", 60_000), &[]);
+    assert_eq!(within.status, 200, "{within:?}");
+    let beyond = gateway.admin_send("PUT", "/mode", &padded("critical", 70_000), &[]);
+    assert_eq!(beyond.status, 413, "{beyond:?}");
+    assert_eq!(
+        beyond.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(gateway.status()["mode"], "degraded");
+}
+
+#[test]
 fn auto_mode_follows_the_cpu_usage_sent_with_the_thresholds_and_hysteresis() {
     let upstream = DemoUpstream::spawn();
     // Samples far apart, so only the values sent decide in this test.
@@ -359,6 +407,98 @@ fn metrics_count_requests_calls_breakers_cache_queue_and_mode() {
     expect("grace_queue_depth", 1.0);
     expect("grace_queue_dead_letters", 0.0);
     expect("grace_mode", 1.0);
+}
+
+#[test]
+fn metrics_list_every_breaker_transition_at_zero_before_any_happens() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    let metrics = gateway.metrics();
+    assert!(
+        metrics.contains("# TYPE grace_breaker_transitions counter"),
+        "{metrics}"
+    );
+    for service in ["order", "product", "user"] {
+        for to in ["closed", "open", "half_open"] {
+            let key =
+                format!(r#"grace_breaker_transitions_total{{service="{service}",to="{to}"}}"#);
+            assert_eq!(sample(&metrics, &key), Some(0.0), "{key} in:\n{metrics}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Methods
+
+#[test]
+fn a_405_on_the_admin_listener_lists_the_methods_its_path_takes() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    for (method, path, allow) in [
+        ("GET", "/mode", "PUT"),
+        ("POST", "/mode", "PUT"),
+        ("GET", "/features/search", "PUT"),
+        ("DELETE", "/status", "GET, HEAD"),
+        ("PUT", "/queue", "GET, HEAD"),
+        ("GET", "/queue/process", "POST"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("POST", "/events", "GET, HEAD"),
+        ("DELETE", "/", "GET, HEAD"),
+        ("PUT", "/dashboard.js", "GET, HEAD"),
+    ] {
+        let reply = gateway.request(method, &gateway.admin_url(path), &[], None);
+        assert_eq!(reply.status, 405, "{method} {path}: {reply:?}");
+        assert_eq!(
+            reply.header("allow"),
+            Some(allow),
+            "RFC 9110: a 405 says what is allowed; {method} {path}: {reply:?}"
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    let nowhere = gateway.request("DELETE", &gateway.admin_url("/nowhere"), &[], None);
+    assert_eq!(nowhere.status, 404, "{nowhere:?}");
+    assert_eq!(nowhere.header("allow"), None);
+}
+
+#[test]
+fn head_on_an_admin_route_answers_as_get_does_without_the_body() {
+    let upstream = DemoUpstream::spawn();
+    let gateway = demo_gateway(&upstream);
+    for path in [
+        "/status",
+        "/queue",
+        "/metrics",
+        "/",
+        "/dashboard.css",
+        "/dashboard.js",
+    ] {
+        let get = gateway.admin_get(path);
+        let head = gateway.request("HEAD", &gateway.admin_url(path), &[], None);
+        assert_eq!(head.status, 200, "HEAD {path}: {head:?}");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "HEAD {path}"
+        );
+        assert_eq!(head.body, "", "HEAD {path}");
+    }
+    // The page does not change between two requests: its length is GET's.
+    let page = gateway.admin_get("/");
+    let head = gateway.request("HEAD", &gateway.admin_url("/"), &[], None);
+    assert_eq!(
+        head.header("content-length"),
+        Some(page.body.len().to_string().as_str())
+    );
+    let events = gateway.request("HEAD", &gateway.admin_url("/events"), &[], None);
+    assert_eq!(events.status, 200, "{events:?}");
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    assert_eq!(events.body, "");
+    gateway.wait_for_status("the stream behind HEAD /events to end", |status| {
+        status["event_streams"] == 0
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -137,6 +137,13 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// Every state, in the order declared (so `state as usize` indexes it).
+    pub const ALL: [BreakerState; 3] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",

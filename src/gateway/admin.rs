@@ -6,7 +6,9 @@
 //! listener of its own, on loopback unless `--admin-token` is set; with a
 //! token every request must carry `Authorization: Bearer <token>` (else
 //! `401`), except the dashboard's page, script and style, which hold no
-//! data. None of these routes exists on the public listener.
+//! data. None of these routes exists on the public listener. Every `GET`
+//! route answers `HEAD` as well, and a `405` lists in `Allow` the methods
+//! its path takes.
 
 use super::dashboard::Dashboard;
 use super::dashboard::events::EventStream;
@@ -17,9 +19,10 @@ use super::metrics::Metrics;
 use super::status::StatusView;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Either, Limited};
+use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -29,6 +32,9 @@ pub type AdminBody = Either<Body, EventStream>;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Where a feature's kill switch is, followed by the feature's name.
+const FEATURES_PREFIX: &str = "/features/";
 
 /// What the admin listener's tasks share.
 pub struct Admin {
@@ -76,12 +82,11 @@ impl Admin {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<AdminBody>, Infallible> {
-        if request.method() == Method::GET
-            && let Some(page) = super::dashboard::asset(request.uri().path())
-        {
+        let reads = routed_as(request.method()) == Method::GET;
+        if reads && let Some(page) = super::dashboard::asset(request.uri().path()) {
             return Ok(page.map(Either::Left));
         }
-        if request.method() == Method::GET && request.uri().path() == "/events" {
+        if reads && request.uri().path() == "/events" {
             if !self.authorized(request.headers()) {
                 return Ok(unauthorized().map(Either::Left));
             }
@@ -97,15 +102,16 @@ impl Admin {
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_ADMIN_BODY).collect().await {
             Ok(body) => body.to_bytes(),
-            Err(_) => return bad_request("the body is too large"),
+            Err(err) if err.is::<LengthLimitError>() => return too_large(),
+            Err(err) => return bad_request(&format!("the body could not be read: {err}")),
         };
         let path = parts.uri.path();
-        match (&parts.method, path) {
+        match (routed_as(&parts.method), path) {
             (&Method::GET, "/status") => self.status().await,
             (&Method::GET, "/queue") => self.queue().await,
             (&Method::PUT, "/mode") => self.set_mode(&body).await,
-            (&Method::PUT, feature) if feature.starts_with("/features/") => {
-                let name = feature.trim_start_matches("/features/");
+            (&Method::PUT, feature) if feature.starts_with(FEATURES_PREFIX) => {
+                let name = feature.trim_start_matches(FEATURES_PREFIX);
                 self.set_feature(name, &body).await
             }
             (&Method::POST, "/queue/process") => self.process_queue().await,
@@ -116,20 +122,24 @@ impl Admin {
                     self.metrics.encode()
                 },
             ),
-            (
-                _,
-                "/status" | "/queue" | "/mode" | "/queue/process" | "/metrics" | "/" | "/events"
-                | "/dashboard.css" | "/dashboard.js",
-            ) => exchange::problem(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{} {path} is not an admin route", parts.method),
-                serde_json::Value::Null,
-            ),
-            _ => exchange::problem(
-                StatusCode::NOT_FOUND,
-                &format!("no admin route {path}"),
-                serde_json::Value::Null,
-            ),
+            _ => match allowed_methods(path) {
+                Some(allow) => {
+                    let mut answer = exchange::problem(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &format!("{} {path} is not an admin route", parts.method),
+                        serde_json::Value::Null,
+                    );
+                    answer
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allow));
+                    answer
+                }
+                None => exchange::problem(
+                    StatusCode::NOT_FOUND,
+                    &format!("no admin route {path}"),
+                    serde_json::Value::Null,
+                ),
+            },
         }
     }
 
@@ -213,7 +223,7 @@ impl Admin {
     }
 
     async fn set_mode(&self, body: &[u8]) -> Response<Body> {
-        let SetMode { mode, cpu_usage } = match serde_json::from_slice(body) {
+        let SetMode { mode, cpu_usage } = match from_json_object(body) {
             Ok(parsed) => parsed,
             Err(err) => return bad_request(&format!("expected {{\"mode\": ...}}: {err}")),
         };
@@ -232,7 +242,7 @@ impl Admin {
     }
 
     async fn set_feature(&self, name: &str, body: &[u8]) -> Response<Body> {
-        let SetFeature { enabled } = match serde_json::from_slice(body) {
+        let SetFeature { enabled } = match from_json_object(body) {
             Ok(parsed) => parsed,
             Err(err) => {
                 return bad_request(&format!("expected {{\"enabled\": true|false}}: {err}"));
@@ -266,6 +276,60 @@ impl Admin {
     }
 }
 
+/// `body` read as `T`, which it must spell as a JSON object. serde's
+/// derived structs take a JSON array too, field by field in order, so
+/// `["critical"]` would pass for `{"mode": "critical"}` and `[]` for `{}`:
+/// anything but an object is refused before serde reads it as `T`.
+fn from_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let first = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+    if first == Some(&b'{') {
+        return serde_json::from_slice(body).map_err(|err| err.to_string());
+    }
+    // Not an object: read whole only to say what it is instead.
+    match serde_json::from_slice(body) {
+        Ok(value) => Err(format!("the body is {}, not an object", json_kind(&value))),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// What kind of JSON value `value` is, as a sentence names it.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The method a request is routed as: `HEAD` as `GET`, whose answer hyper
+/// sends without its body (RFC 9110 asks a server to answer `HEAD` wherever
+/// it answers `GET`, with the same headers).
+fn routed_as(method: &Method) -> &Method {
+    if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    }
+}
+
+/// The methods `path` takes, as a `405`'s `Allow` lists them (RFC 9110
+/// requires it); `None` when `path` is no admin route at all (`404`).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/status" | "/queue" | "/metrics" | "/events" | "/" | "/dashboard.css"
+        | "/dashboard.js" => Some("GET, HEAD"),
+        "/mode" => Some("PUT"),
+        "/queue/process" => Some("POST"),
+        _ if path.starts_with(FEATURES_PREFIX) => Some("PUT"),
+        _ => None,
+    }
+}
+
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("admin views serialize");
     let mut headers = HeaderMap::new();
@@ -295,6 +359,20 @@ fn unauthorized() -> Response<Body> {
     let headers = answer.headers_mut();
     headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    answer
+}
+
+/// `413`, as the public listener answers it; the connection closes after
+/// it, as the rest of the body is never read.
+fn too_large() -> Response<Body> {
+    let mut answer = exchange::problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is larger than {MAX_ADMIN_BODY} bytes"),
+        serde_json::Value::Null,
+    );
+    answer
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     answer
 }
 

@@ -115,7 +115,8 @@ pub struct Metrics {
     breaker_state: Vec<Gauge>,
     /// Recent call latencies, for percentiles.
     windows: Vec<Mutex<LatencyWindow>>,
-    transitions: Family<TransitionLabels, Counter>,
+    /// By service, then the state entered ([`BreakerState::ALL`]).
+    transitions: Vec<[Counter; BreakerState::ALL.len()]>,
     cache_entries: Gauge,
     fallbacks_served: Counter,
     queue_depth: Gauge,
@@ -223,6 +224,22 @@ impl Metrics {
                 })
             })
             .collect();
+        // Made before any breaker moves, so every transition is listed at 0
+        // from the start: a counter that appears only once it counts reads
+        // as "no data", not as "never happened", on a dashboard.
+        let transitions = services
+            .iter()
+            .map(|service| {
+                BreakerState::ALL.map(|to| {
+                    transitions
+                        .get_or_create(&TransitionLabels {
+                            service: service.clone(),
+                            to: to.as_str().to_string(),
+                        })
+                        .clone()
+                })
+            })
+            .collect();
         Metrics {
             registry,
             requests,
@@ -294,12 +311,7 @@ impl Metrics {
     /// Counts the breaker transitions the core made since the last time.
     pub fn count_transitions<W, P>(&self, core: &mut Core<W, P>) {
         for record in core.take_transitions() {
-            self.transitions
-                .get_or_create(&TransitionLabels {
-                    service: core.services().name(record.service).to_string(),
-                    to: record.transition.to.as_str().to_string(),
-                })
-                .inc();
+            self.transitions[record.service.index()][record.transition.to as usize].inc();
         }
     }
 
