@@ -565,6 +565,11 @@ fn with_a_token_every_admin_request_needs_it() {
             assert_eq!(reply.header("connection"), Some("close"));
         }
     }
+    // The scheme's name is case-insensitive.
+    for authorization in ["bearer s3cret-token", "BEARER s3cret-token"] {
+        let reply = gateway.admin_send("GET", "/status", "", &[("authorization", authorization)]);
+        assert_eq!(reply.status, 200, "{authorization}: {reply:?}");
+    }
     let good = [("authorization", "Bearer s3cret-token")];
     assert_eq!(
         gateway.status_with(&good)["mode"],
@@ -589,6 +594,14 @@ fn an_admin_address_that_is_not_loopback_needs_a_token() {
         refused.stderr
     );
     assert!(refused.stdout_lines.is_empty(), "{refused:?}");
+    // An empty token would pass that check and match no request.
+    let empty = Gateway::builder()
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
+        .addresses_from_env()
+        .env("GRACE_ADMIN_TOKEN", "")
+        .run_to_exit();
+    assert_eq!(empty.status.code(), Some(2), "{empty:?}");
+    assert!(empty.stderr.contains("empty"), "{}", empty.stderr);
 
     let gateway = Gateway::builder()
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])

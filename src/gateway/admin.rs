@@ -187,10 +187,13 @@ impl Admin {
         let Some(token) = &self.token else {
             return true;
         };
+        // The scheme's name is case-insensitive (RFC 9110, section 11.1).
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token);
         // Compared in full whatever matches, so timing says nothing.
         given.is_some_and(|given| {
             given.len() == token.len()

@@ -84,6 +84,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         },
         None => GatewayConfig::demo(&defaults),
     };
+    if args.admin_token.as_deref().is_some_and(str::is_empty) {
+        eprintln!(
+            "grace serve: --admin-token (GRACE_ADMIN_TOKEN) is empty: no request could match it"
+        );
+        return ExitCode::from(2);
+    }
     if !args.admin_listen.ip().is_loopback() && args.admin_token.is_none() {
         eprintln!(
             "grace serve: --admin-listen {} is not a loopback address: set --admin-token (GRACE_ADMIN_TOKEN) \
