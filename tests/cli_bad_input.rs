@@ -38,6 +38,15 @@ fn echo(msg_id: u64) -> String {
     request(json!({"type": "echo", "msg_id": msg_id, "echo": msg_id}))
 }
 
+/// The `in_reply_to` of every reply, in order.
+fn answered_ids(finished: &Finished) -> Vec<Value> {
+    finished
+        .bodies()
+        .iter()
+        .map(|body| body["in_reply_to"].clone())
+        .collect()
+}
+
 /// Runs `before`, then `bad` as line 2 (or more lines), then an echo, and
 /// returns what the node did.
 fn run_between_echoes(bad: &[u8]) -> Finished {
@@ -61,11 +70,7 @@ fn run_then_echo(mut input: Vec<u8>, msg_id: u64) -> Finished {
 fn assert_skipped_and_logged_once(bad: &[u8]) {
     let finished = run_between_echoes(bad);
     finished.assert_clean_exit();
-    let answered: Vec<Value> = finished
-        .bodies()
-        .iter()
-        .map(|body| body["in_reply_to"].clone())
-        .collect();
+    let answered = answered_ids(&finished);
     assert_eq!(
         answered,
         [json!(1), json!(3)],
@@ -359,11 +364,7 @@ fn truncated_messages_in_a_row_do_not_swallow_the_message_after_them() {
         );
         let finished = Grace::new().run(input.as_bytes());
         finished.assert_clean_exit();
-        let answered: Vec<Value> = finished
-            .bodies()
-            .iter()
-            .map(|body| body["in_reply_to"].clone())
-            .collect();
+        let answered = answered_ids(&finished);
         assert_eq!(
             answered,
             [json!(1000), json!(1001)],
@@ -392,11 +393,7 @@ fn truncated_message_does_not_swallow_the_pretty_printed_ones_after_it() {
     );
     let finished = Grace::new().run(input.as_bytes());
     finished.assert_clean_exit();
-    let answered: Vec<Value> = finished
-        .bodies()
-        .iter()
-        .map(|body| body["in_reply_to"].clone())
-        .collect();
+    let answered = answered_ids(&finished);
     assert_eq!(
         answered,
         [json!(2), json!(3), json!(4)],
@@ -711,15 +708,6 @@ fn zero_retry_delay_with_huge_attempt_counts_answers_every_request_promptly() {
 // Framing: every valid JSON object is read, however it is laid out, in time
 // linear in the input (issue 7).
 // ---------------------------------------------------------------------------
-
-/// The `in_reply_to` of every reply, in order.
-fn answered_ids(finished: &Finished) -> Vec<Value> {
-    finished
-        .bodies()
-        .iter()
-        .map(|body| body["in_reply_to"].clone())
-        .collect()
-}
 
 #[test]
 fn a_megabyte_of_blank_lines_inside_an_object_is_read_in_linear_time() {
