@@ -102,7 +102,9 @@ impl Admin {
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_ADMIN_BODY).collect().await {
             Ok(body) => body.to_bytes(),
-            Err(err) if err.is::<LengthLimitError>() => return too_large(),
+            Err(err) if err.is::<LengthLimitError>() => {
+                return exchange::body_too_large(MAX_ADMIN_BODY);
+            }
             Err(err) => return bad_request(&format!("the body could not be read: {err}")),
         };
         let path = parts.uri.path();
@@ -362,20 +364,6 @@ fn unauthorized() -> Response<Body> {
     let headers = answer.headers_mut();
     headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    answer
-}
-
-/// `413`, as the public listener answers it; the connection closes after
-/// it, as the rest of the body is never read.
-fn too_large() -> Response<Body> {
-    let mut answer = exchange::problem(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("the body is larger than {MAX_ADMIN_BODY} bytes"),
-        serde_json::Value::Null,
-    );
-    answer
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     answer
 }
 

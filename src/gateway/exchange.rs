@@ -464,6 +464,20 @@ pub fn problem(status: StatusCode, detail: &str, extra: serde_json::Value) -> Re
     response(status, headers, Bytes::from(body.to_string()))
 }
 
+/// `413`: the body is longer than `limit` bytes. The rest of it is never
+/// read, so the connection closes after this answer.
+pub fn body_too_large(limit: usize) -> Response<Body> {
+    let mut answer = problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is larger than {limit} bytes"),
+        serde_json::Value::Null,
+    );
+    answer
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    answer
+}
+
 /// `503`: `service` cannot answer and there is no copy; try again once the
 /// breaker lets a probe through (at least a second from now).
 pub fn unavailable(

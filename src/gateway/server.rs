@@ -209,14 +209,7 @@ impl Public {
 
     /// `413`, the connection closed after it: the body is never read to its end.
     fn too_large(&self) -> Response<Body> {
-        Unread::Body.close_after(exchange::problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "the body is larger than {} bytes",
-                self.limits.max_body_bytes
-            ),
-            serde_json::Value::Null,
-        ))
+        exchange::body_too_large(self.limits.max_body_bytes)
     }
 
     /// `GET /grace/requests/{id}`: where a queued write stands.
