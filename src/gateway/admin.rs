@@ -125,17 +125,10 @@ impl Admin {
                 },
             ),
             _ => match allowed_methods(path) {
-                Some(allow) => {
-                    let mut answer = exchange::problem(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        &format!("{} {path} is not an admin route", parts.method),
-                        serde_json::Value::Null,
-                    );
-                    answer
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static(allow));
-                    answer
-                }
+                Some(allow) => exchange::method_not_allowed(
+                    &format!("{} {path} is not an admin route", parts.method),
+                    allow,
+                ),
                 None => exchange::problem(
                     StatusCode::NOT_FOUND,
                     &format!("no admin route {path}"),

@@ -464,6 +464,20 @@ pub fn problem(status: StatusCode, detail: &str, extra: serde_json::Value) -> Re
     response(status, headers, Bytes::from(body.to_string()))
 }
 
+/// `405`: the path takes only the methods `allow` lists (RFC 9110 asks
+/// for `Allow` on every 405).
+pub fn method_not_allowed(detail: &str, allow: &str) -> Response<Body> {
+    let mut answer = problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        detail,
+        serde_json::Value::Null,
+    );
+    if let Ok(value) = HeaderValue::from_str(allow) {
+        answer.headers_mut().insert(header::ALLOW, value);
+    }
+    answer
+}
+
 /// `413`: the body is longer than `limit` bytes. The rest of it is never
 /// read, so the connection closes after this answer.
 pub fn body_too_large(limit: usize) -> Response<Body> {

@@ -102,15 +102,10 @@ impl Public {
             let allowed = self.router.methods_for(path);
             let answer = if !allowed.is_empty() {
                 let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-                let mut answer = exchange::problem(
-                    StatusCode::METHOD_NOT_ALLOWED,
+                exchange::method_not_allowed(
                     &format!("no route takes {} {path}", request.method()),
-                    serde_json::Value::Null,
-                );
-                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
-                    answer.headers_mut().insert(header::ALLOW, value);
-                }
-                answer
+                    &allow.join(", "),
+                )
             } else {
                 exchange::problem(
                     StatusCode::NOT_FOUND,
