@@ -126,6 +126,24 @@ pub struct Metrics {
     fallbacks_counted: AtomicU64,
 }
 
+/// One counter of `family` per row and column, made at start, so that each
+/// is listed at 0 from the start: a counter that appears only once it counts
+/// reads as "no data", not as "never happened", on a dashboard. Counting
+/// then indexes the grid, with no label set built per count.
+fn counter_grid<L, R, C: Copy, const N: usize>(
+    family: &Family<L, Counter>,
+    rows: impl IntoIterator<Item = R>,
+    columns: [C; N],
+    labels: impl Fn(&R, C) -> L,
+) -> Vec<[Counter; N]>
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    rows.into_iter()
+        .map(|row| columns.map(|column| family.get_or_create(&labels(&row, column)).clone()))
+        .collect()
+}
+
 impl Metrics {
     /// Metrics for `routes` (as they are named: `GET /users/{id}`) and
     /// `services` (by [`ServiceId`] order).
@@ -193,53 +211,30 @@ impl Metrics {
             "Load mode: 0 normal, 1 degraded, 2 critical",
             mode.clone(),
         );
-        let requests = routes
-            .iter()
-            .map(String::as_str)
-            .chain([NO_ROUTE])
-            .map(|route| {
-                RequestOutcome::ALL.map(|outcome| {
-                    requests
-                        .get_or_create(&RequestLabels {
-                            route: route.to_string(),
-                            outcome: outcome.as_str().to_string(),
-                        })
-                        .clone()
-                })
-            })
-            .collect();
+        let requests = counter_grid(
+            &requests,
+            routes.iter().map(String::as_str).chain([NO_ROUTE]),
+            RequestOutcome::ALL,
+            |route, outcome| RequestLabels {
+                route: route.to_string(),
+                outcome: outcome.as_str().to_string(),
+            },
+        );
         let service_labels = |service: &String| ServiceLabels {
             service: service.clone(),
         };
-        let calls = services
-            .iter()
-            .map(|service| {
-                CALL_RESULTS.map(|result| {
-                    calls
-                        .get_or_create(&CallLabels {
-                            service: service.clone(),
-                            result: result.to_string(),
-                        })
-                        .clone()
-                })
-            })
-            .collect();
-        // Made before any breaker moves, so every transition is listed at 0
-        // from the start: a counter that appears only once it counts reads
-        // as "no data", not as "never happened", on a dashboard.
-        let transitions = services
-            .iter()
-            .map(|service| {
-                BreakerState::ALL.map(|to| {
-                    transitions
-                        .get_or_create(&TransitionLabels {
-                            service: service.clone(),
-                            to: to.as_str().to_string(),
-                        })
-                        .clone()
-                })
-            })
-            .collect();
+        let calls = counter_grid(&calls, services, CALL_RESULTS, |service, result| {
+            CallLabels {
+                service: service.to_string(),
+                result: result.to_string(),
+            }
+        });
+        let transitions = counter_grid(&transitions, services, BreakerState::ALL, |service, to| {
+            TransitionLabels {
+                service: service.to_string(),
+                to: to.as_str().to_string(),
+            }
+        });
         Metrics {
             registry,
             requests,
